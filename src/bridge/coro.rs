@@ -1,0 +1,192 @@
+//! `Coro`: a coroutine-shaped awaitable that runs a Rust [`Op`].
+//!
+//! It behaves like the `async def` it replaces: nothing happens until the first `send`
+//! (calling `reader.read()` and dropping the result consumes nothing), `asyncio.create_task`
+//! accepts it (registered as `collections.abc.Coroutine`), and when the answer is already
+//! available the first `send` raises `StopIteration(value)` with no loop round trip.
+//! Otherwise the op hands back a loop future; we yield it the way `Future.__await__` does and
+//! poll the op again when the task resumes us.
+//!
+//! Cancellation: asyncio cancels the future we yielded, then throws `CancelledError` into us;
+//! [`Op::abort`] unregisters the op's waiters and the exception propagates. Each op documents
+//! what is consumed at that point.
+
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+pub enum Poll {
+    Ready(Py<PyAny>),
+    /// Wait for this loop future, then poll again.
+    Wait(Py<PyAny>),
+    /// Give the loop one turn (a bare `yield`, like `asyncio.sleep(0)`), then poll again.
+    Yield,
+}
+
+pub trait Op: Send + Sync {
+    /// Make progress. Called on the first `send` and after each wake-up.
+    fn poll(&mut self, py: Python<'_>) -> PyResult<Poll>;
+    /// The awaiting task was cancelled or the coroutine closed while waiting: unregister.
+    fn abort(&mut self, py: Python<'_>);
+    /// `__qualname__` of the coroutine, for task reprs.
+    fn name(&self) -> &'static str;
+    /// Python objects held, for the cycle collector.
+    fn traverse(&self, _visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        Ok(())
+    }
+}
+
+#[pyclass(module = "rsubprocess._core")]
+pub struct Coro {
+    op: Option<Box<dyn Op>>,
+    waiting: Option<Py<PyAny>>,
+    started: bool,
+}
+
+impl Coro {
+    pub fn new(op: impl Op + 'static) -> Self {
+        Coro { op: Some(Box::new(op)), waiting: None, started: false }
+    }
+
+    fn finish(&mut self, py: Python<'_>) {
+        if let Some(mut op) = self.op.take() {
+            if self.waiting.take().is_some() || self.started {
+                op.abort(py);
+            }
+        }
+        self.waiting = None;
+    }
+}
+
+#[pymethods]
+impl Coro {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.step(py)
+    }
+
+    #[pyo3(signature = (_value))]
+    fn send(&mut self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.step(py)
+    }
+
+    #[pyo3(signature = (typ, val=None, _tb=None))]
+    fn throw(
+        &mut self,
+        py: Python<'_>,
+        typ: &Bound<'_, PyAny>,
+        val: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        self.finish(py);
+        let exc = if let Ok(cls) = typ.cast::<PyType>() {
+            match val {
+                Some(v) if v.is_instance(cls)? => v.clone(),
+                Some(v) if !v.is_none() => cls.call1((v,))?,
+                _ => cls.call0()?,
+            }
+        } else {
+            typ.clone()
+        };
+        if !exc.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+            return Err(PyTypeError::new_err(
+                "exceptions must be classes or instances deriving from BaseException",
+            ));
+        }
+        Err(PyErr::from_value(exc))
+    }
+
+    fn close(&mut self, py: Python<'_>) {
+        self.finish(py);
+    }
+
+    #[getter]
+    fn __name__(&self) -> &'static str {
+        self.op.as_ref().map_or("coroutine", |op| op.name())
+    }
+
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        self.__name__()
+    }
+
+    #[getter]
+    fn cr_await(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.waiting.as_ref().map(|f| f.clone_ref(py))
+    }
+
+    #[getter]
+    fn cr_running(&self) -> bool {
+        false
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(w) = &self.waiting {
+            visit.call(w)?;
+        }
+        if let Some(op) = &self.op {
+            op.traverse(&visit)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.op = None;
+        self.waiting = None;
+    }
+}
+
+impl Coro {
+    fn step(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if self.op.is_none() {
+            return Err(PyRuntimeError::new_err("cannot reuse already awaited coroutine"));
+        }
+        self.started = true;
+        // Resumed after a wait: the future's outcome is what `await fut` would have produced.
+        if let Some(fut) = self.waiting.take() {
+            if let Err(e) = fut.call_method0(py, intern!(py, "result")) {
+                self.finish(py);
+                return Err(e);
+            }
+        }
+        match self.op.as_mut().map(|op| op.poll(py)).expect("checked above") {
+            Ok(Poll::Ready(v)) => {
+                self.op = None;
+                Err(PyStopIteration::new_err((v,)))
+            }
+            Ok(Poll::Wait(fut)) => {
+                fut.setattr(py, intern!(py, "_asyncio_future_blocking"), true)?;
+                self.waiting = Some(fut.clone_ref(py));
+                Ok(fut)
+            }
+            Ok(Poll::Yield) => Ok(py.None()),
+            Err(e) => {
+                // The op failed on its own; it has nothing registered to undo.
+                self.op = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A coroutine that is done at once, for ops with nothing to wait for (e.g. a `wait()` whose
+/// returncode is known) but that must still be awaitable like `async def`.
+pub struct ReadyOp(pub Option<Py<PyAny>>, pub &'static str);
+
+impl Op for ReadyOp {
+    fn poll(&mut self, py: Python<'_>) -> PyResult<Poll> {
+        Ok(Poll::Ready(self.0.take().unwrap_or_else(|| py.None())))
+    }
+    fn abort(&mut self, _py: Python<'_>) {}
+    fn name(&self) -> &'static str {
+        self.1
+    }
+}

@@ -1,0 +1,58 @@
+//! Small helpers over the loop's Python API, with interned names.
+
+use pyo3::intern;
+use pyo3::prelude::*;
+
+pub fn create_future(py: Python<'_>, loop_: &Py<PyAny>) -> PyResult<Py<PyAny>> {
+    loop_.call_method0(py, intern!(py, "create_future"))
+}
+
+/// `fut.set_result(value)` unless the future is already done (e.g. cancelled by its task).
+pub fn resolve(py: Python<'_>, fut: &Py<PyAny>, value: Py<PyAny>) -> PyResult<()> {
+    let done: bool = fut.call_method0(py, intern!(py, "done"))?.extract(py)?;
+    if !done {
+        fut.call_method1(py, intern!(py, "set_result"), (value,))?;
+    }
+    Ok(())
+}
+
+/// `fut.set_exception(exc)` unless the future is already done.
+pub fn reject(py: Python<'_>, fut: &Py<PyAny>, exc: &Py<PyAny>) -> PyResult<()> {
+    let done: bool = fut.call_method0(py, intern!(py, "done"))?.extract(py)?;
+    if !done {
+        fut.call_method1(py, intern!(py, "set_exception"), (exc.clone_ref(py),))?;
+    }
+    Ok(())
+}
+
+pub fn add_reader(py: Python<'_>, loop_: &Py<PyAny>, fd: i32, cb: Py<PyAny>) -> PyResult<()> {
+    loop_.call_method1(py, intern!(py, "add_reader"), (fd, cb))?;
+    Ok(())
+}
+
+pub fn remove_reader(py: Python<'_>, loop_: &Py<PyAny>, fd: i32) -> PyResult<()> {
+    loop_.call_method1(py, intern!(py, "remove_reader"), (fd,))?;
+    Ok(())
+}
+
+pub fn add_writer(py: Python<'_>, loop_: &Py<PyAny>, fd: i32, cb: Py<PyAny>) -> PyResult<()> {
+    loop_.call_method1(py, intern!(py, "add_writer"), (fd, cb))?;
+    Ok(())
+}
+
+pub fn remove_writer(py: Python<'_>, loop_: &Py<PyAny>, fd: i32) -> PyResult<()> {
+    loop_.call_method1(py, intern!(py, "remove_writer"), (fd,))?;
+    Ok(())
+}
+
+pub fn call_soon(py: Python<'_>, loop_: &Py<PyAny>, cb: Py<PyAny>) -> PyResult<()> {
+    loop_.call_method1(py, intern!(py, "call_soon"), (cb,))?;
+    Ok(())
+}
+
+pub fn is_closed(py: Python<'_>, loop_: &Py<PyAny>) -> bool {
+    loop_
+        .call_method0(py, intern!(py, "is_closed"))
+        .and_then(|v| v.extract::<bool>(py))
+        .unwrap_or(true)
+}

@@ -1,0 +1,10 @@
+//! How Rust meets the event loop: coroutine-shaped awaitables driven by Rust state machines,
+//! loop futures as waiters, and fd registration with `add_reader`/`add_writer`.
+//!
+//! Everything here runs on the loop's thread with the GIL held; no thread is involved, so the
+//! same code works under asyncio's loops, uvloop, and loops running in non-main threads.
+
+pub mod coro;
+pub mod looputil;
+
+pub use coro::{Coro, Op, Poll};

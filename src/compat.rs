@@ -1,0 +1,67 @@
+//! Per-version behaviour the Rust side needs, read once from `sys.version_info`. The Python
+//! side keeps its own switches in `rsubprocess/_compat.py`; this is the Rust mirror for the
+//! few that are decided in Rust.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use pyo3::intern;
+use pyo3::prelude::*;
+
+static MINOR: AtomicU32 = AtomicU32::new(0);
+
+/// The running interpreter's minor version (3.X).
+pub fn minor(py: Python<'_>) -> u32 {
+    let m = MINOR.load(Ordering::Relaxed);
+    if m != 0 {
+        return m;
+    }
+    let m = py.version_info().minor as u32;
+    MINOR.store(m, Ordering::Relaxed);
+    m
+}
+
+/// 3.12+: `communicate(None)` closes stdin, and input without a stdin pipe is ignored.
+pub fn communicate_closes_stdin(py: Python<'_>) -> bool {
+    minor(py) >= 12
+}
+
+/// The loop a `StreamReader(loop=None)` binds to, found the way the running version does.
+pub fn reader_default_loop(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let events = py.import(intern!(py, "asyncio.events"))?;
+    let m = minor(py);
+    let f = if (10..12).contains(&m) { intern!(py, "_get_event_loop") } else { intern!(py, "get_event_loop") };
+    let l = if (10..12).contains(&m) {
+        events.getattr(f)?.call1((4,))?
+    } else {
+        events.getattr(f)?.call0()?
+    };
+    Ok(l.unbind())
+}
+
+/// A warning on asyncio's logger, where asyncio logs the same condition.
+pub fn log_warning(py: Python<'_>, msg: &str) -> PyResult<()> {
+    let logger = py.import(intern!(py, "asyncio.log"))?.getattr(intern!(py, "logger"))?;
+    logger.call_method1(intern!(py, "warning"), (msg,))?;
+    Ok(())
+}
+
+/// What asyncio's default child watcher logs when someone else reaped our child.
+pub fn lost_child_message(py: Python<'_>, pid: i32) -> String {
+    if minor(py) >= 12 {
+        format!("child process pid {pid} exit status already read:  will report returncode 255")
+    } else {
+        format!("Unknown child process pid {pid}, will report returncode 255")
+    }
+}
+
+/// `ResourceWarning` for a child that was still running when its `Process` went away.
+pub fn resource_warning(py: Python<'_>, pid: i32) {
+    let msg = format!("subprocess {pid} was still running when its event loop went away; killed and reaped it");
+    let r = py.import(intern!(py, "warnings")).and_then(|w| {
+        let cat = py.get_type::<pyo3::exceptions::PyResourceWarning>();
+        w.call_method1(intern!(py, "warn"), (msg, cat, 1))
+    });
+    if let Err(e) = r {
+        e.write_unraisable(py, None);
+    }
+}

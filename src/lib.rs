@@ -1,0 +1,32 @@
+//! rsubprocess's native core: `asyncio.subprocess` semantics served from Rust.
+//!
+//! Table of contents:
+//! - [`bridge`]: coroutine-shaped awaitables and loop plumbing
+//! - [`streams`]: `StreamReader` / `StreamWriter` over pipes (buffer logic in `streams::buffer`)
+//! - [`process`]: `Process` (exit watch, signals, `wait`, `communicate`)
+//! - [`errors`]: Rust errors -> Python exceptions
+//! - [`compat`]: per-version switches decided in Rust
+//! - [`sys`]: every `unsafe` system call
+
+pub mod bridge;
+pub mod compat;
+pub mod errors;
+pub mod process;
+pub mod streams;
+pub mod sys;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<bridge::Coro>()?;
+    m.add_class::<streams::reader::StreamReader>()?;
+    m.add_class::<streams::writer::StreamWriter>()?;
+    m.add_class::<process::Process>()?;
+    // asyncio.create_task()/ensure_future() accept registered Coroutine types.
+    py.import("collections.abc")?
+        .getattr("Coroutine")?
+        .call_method1("register", (m.getattr("Coro")?,))?;
+    Ok(())
+}

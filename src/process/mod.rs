@@ -1,0 +1,294 @@
+//! `Process`: pid, returncode, exit watching, signals, `wait()` and `communicate()`.
+//!
+//! Exit is watched with a pidfd registered with the loop (`add_reader`) and reaped with
+//! `waitid(P_PIDFD, WNOHANG)` on the loop thread: no SIGCHLD handler, no `waitpid(-1)`, no
+//! thread per child. Where `pidfd_open` is unavailable, a short-lived thread blocks in
+//! `waitid(WNOWAIT)` (which does not reap) and hands over to the loop, which reaps.
+//! Signals go through the pidfd, so a reaped (and possibly recycled) pid is never signalled.
+
+pub mod ops;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use pyo3::prelude::*;
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::bridge::{looputil, Coro};
+use crate::errors;
+use crate::streams::reader::StreamReader;
+use crate::streams::writer::StreamWriter;
+use crate::sys::{self, Usage};
+
+#[pyclass(module = "rsubprocess._core", subclass, weakref)]
+pub struct Process {
+    #[pyo3(get)]
+    pid: i32,
+    pub(crate) loop_: Py<PyAny>,
+    popen: Option<Py<PyAny>>,
+    pidfd: Option<OwnedFd>,
+    pidfd_registered: bool,
+    pub(crate) returncode: Option<i32>,
+    usage: Option<Usage>,
+    pub(crate) exit_waiters: Vec<Py<PyAny>>,
+    pub(crate) stdin: Option<Py<StreamWriter>>,
+    pub(crate) stdout: Option<Py<StreamReader>>,
+    pub(crate) stderr: Option<Py<StreamReader>>,
+    owner_pid: u32,
+}
+
+fn own(fd: Option<i32>) -> PyResult<Option<OwnedFd>> {
+    fd.map(|fd| sys::own_fd(fd).map_err(|e| errors::os_error(&e))).transpose()
+}
+
+impl Process {
+    fn start_watch(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let pid = slf.borrow().pid;
+        let disabled = std::env::var_os("RSUBPROCESS_NO_PIDFD").is_some_and(|v| !v.is_empty());
+        let res = if disabled { Err(std::io::Error::from_raw_os_error(libc::ENOSYS)) } else { sys::pidfd_open(pid) };
+        match res {
+            Ok(fd) => {
+                let raw = fd.as_raw_fd();
+                let cb = slf.getattr(intern!(py, "_on_exit"))?.unbind();
+                let mut p = slf.borrow_mut();
+                looputil::add_reader(py, &p.loop_, raw, cb)?;
+                p.pidfd = Some(fd);
+                p.pidfd_registered = true;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                // Already reaped by someone else: report it on the next loop turn.
+                let cb = slf.getattr(intern!(py, "_on_exit"))?.unbind();
+                looputil::call_soon(py, &slf.borrow().loop_, cb)?;
+            }
+            Err(_) => Process::watch_with_thread(slf)?,
+        }
+        Ok(())
+    }
+
+    /// Fallback exit watch for kernels without pidfd: one thread per child, alive only until
+    /// that child exits; it never reaps, so the loop thread stays the only reaper.
+    fn watch_with_thread(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let pid = slf.borrow().pid;
+        let obj: Py<Process> = slf.clone().unbind();
+        std::thread::Builder::new()
+            .name(format!("rsubprocess-wait-{pid}"))
+            .spawn(move || {
+                let _ = sys::wait_exit_noreap(pid);
+                Python::try_attach(|py| {
+                    let loop_ = obj.borrow(py).loop_.clone_ref(py);
+                    let scheduled = obj
+                        .getattr(py, intern!(py, "_on_exit"))
+                        .and_then(|cb| loop_.call_method1(py, intern!(py, "call_soon_threadsafe"), (cb,)));
+                    if scheduled.is_err() {
+                        // Loop closed: reap here so no zombie is left.
+                        if let Ok(mut p) = obj.try_borrow_mut(py) {
+                            p.reap_now(py, true);
+                        }
+                    }
+                });
+            })
+            .map_err(|e| errors::os_error(&e))?;
+        Ok(())
+    }
+
+    /// Reaps if the child has exited; returns whether the returncode is now known.
+    fn reap_now(&mut self, py: Python<'_>, block_free: bool) -> bool {
+        let _ = block_free;
+        if self.returncode.is_some() {
+            return true;
+        }
+        let rc = match sys::reap_nohang(self.pidfd.as_ref(), self.pid) {
+            Ok(None) => return false,
+            Ok(Some((rc, usage))) => {
+                self.usage = Some(usage);
+                rc
+            }
+            Err(_) => {
+                let msg = crate::compat::lost_child_message(py, self.pid);
+                let _ = crate::compat::log_warning(py, &msg);
+                255
+            }
+        };
+        self.returncode = Some(rc);
+        if let Some(popen) = &self.popen {
+            // Popen must not try to reap (or warn about) a child we already reaped.
+            let _ = popen.setattr(py, intern!(py, "returncode"), rc);
+        }
+        true
+    }
+
+    fn stop_watch(&mut self, py: Python<'_>) -> PyResult<()> {
+        if std::mem::take(&mut self.pidfd_registered) {
+            if let Some(fd) = &self.pidfd {
+                if !looputil::is_closed(py, &self.loop_) {
+                    looputil::remove_reader(py, &self.loop_, fd.as_raw_fd())?;
+                }
+            }
+        }
+        self.pidfd = None;
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Process {
+    #[new]
+    #[pyo3(signature = (r#loop, popen, pid, stdin_fd, stdout_fd, stderr_fd, limit))]
+    fn py_new(
+        py: Python<'_>,
+        r#loop: Py<PyAny>,
+        popen: Option<Py<PyAny>>,
+        pid: i32,
+        stdin_fd: Option<i32>,
+        stdout_fd: Option<i32>,
+        stderr_fd: Option<i32>,
+        limit: usize,
+    ) -> PyResult<Self> {
+        let (fin, fout, ferr) = (own(stdin_fd)?, own(stdout_fd)?, own(stderr_fd)?);
+        let stdin = fin.map(|fd| StreamWriter::new_pipe(py, r#loop.clone_ref(py), fd)).transpose()?;
+        let stdout = fout.map(|fd| StreamReader::new_pipe(py, r#loop.clone_ref(py), limit, fd)).transpose()?;
+        let stderr = ferr.map(|fd| StreamReader::new_pipe(py, r#loop.clone_ref(py), limit, fd)).transpose()?;
+        Ok(Process {
+            pid,
+            loop_: r#loop,
+            popen,
+            pidfd: None,
+            pidfd_registered: false,
+            returncode: None,
+            usage: None,
+            exit_waiters: Vec::new(),
+            stdin,
+            stdout,
+            stderr,
+            owner_pid: std::process::id(),
+        })
+    }
+
+    /// Starts watching for exit; called once, right after construction.
+    fn _start(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Process::start_watch(slf)
+    }
+
+    fn _on_exit(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let mut p = slf.borrow_mut();
+        if !p.reap_now(py, false) {
+            return Ok(());
+        }
+        p.stop_watch(py)?;
+        let rc = p.returncode.expect("reaped");
+        let waiters = std::mem::take(&mut p.exit_waiters);
+        drop(p);
+        for w in waiters {
+            looputil::resolve(py, &w, rc.into_pyobject(py)?.into_any().unbind())?;
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn returncode(&self) -> Option<i32> {
+        self.returncode
+    }
+
+    #[getter]
+    fn stdin(&self, py: Python<'_>) -> Option<Py<StreamWriter>> {
+        self.stdin.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    #[getter]
+    fn stdout(&self, py: Python<'_>) -> Option<Py<StreamReader>> {
+        self.stdout.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    #[getter]
+    fn stderr(&self, py: Python<'_>) -> Option<Py<StreamReader>> {
+        self.stderr.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Py<PyAny> {
+        self.loop_.clone_ref(py)
+    }
+
+    #[getter]
+    fn _popen(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.popen.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    /// Wait for the child to exit and return its returncode. Returns at exit even if a
+    /// grandchild keeps a pipe open.
+    ///
+    /// Cancel safety: cancelling stops waiting only; the child is not touched.
+    fn wait(slf: &Bound<'_, Self>) -> Coro {
+        Coro::new(ops::WaitOp::new(slf.clone().unbind()))
+    }
+
+    /// Cancel safety: `input` is queued and stdin closed on the first step, so cancelling
+    /// does not un-send it; output read so far stays in `proc.stdout`/`proc.stderr`, where a
+    /// later `read()` or `communicate()` finds it (asyncio discards it).
+    #[pyo3(signature = (input = None))]
+    fn communicate(slf: &Bound<'_, Self>, input: Option<Py<PyAny>>) -> Coro {
+        Coro::new(ops::CommunicateOp::new(slf.clone().unbind(), input))
+    }
+
+    fn send_signal(&self, sig: &Bound<'_, PyAny>) -> PyResult<()> {
+        let sig: i32 = sig.call_method0(intern!(sig.py(), "__index__"))?.extract()?;
+        if self.returncode.is_some() {
+            return Err(errors::process_lookup());
+        }
+        let res = match &self.pidfd {
+            Some(fd) => sys::pidfd_send_signal(fd, sig),
+            None => sys::kill(self.pid, sig),
+        };
+        match res {
+            Ok(()) => Ok(()),
+            // Exited but not yet reaped: not an error (DESIGN §1b).
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(errors::os_error(&e)),
+        }
+    }
+
+    fn terminate(&self, py: Python<'_>) -> PyResult<()> {
+        self.send_signal(&libc::SIGTERM.into_pyobject(py)?.into_any())
+    }
+
+    fn kill(&self, py: Python<'_>) -> PyResult<()> {
+        self.send_signal(&libc::SIGKILL.into_pyobject(py)?.into_any())
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        Ok(format!("<{} {}>", slf.get_type().name()?, slf.borrow().pid))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        for o in self.exit_waiters.iter().chain(&self.popen) {
+            visit.call(o)?;
+        }
+        if let Some(s) = &self.stdin {
+            visit.call(s)?;
+        }
+        for s in self.stdout.iter().chain(&self.stderr) {
+            visit.call(s)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    /// Dropped with the child still running: only possible once the loop no longer holds the
+    /// exit watch, i.e. the loop was closed. Kill and reap it so no zombie or orphan is left.
+    fn drop(&mut self) {
+        if self.returncode.is_some() || self.owner_pid != std::process::id() {
+            return;
+        }
+        let killed = match &self.pidfd {
+            Some(fd) => sys::pidfd_send_signal(fd, libc::SIGKILL),
+            None => sys::kill(self.pid, libc::SIGKILL),
+        };
+        if killed.is_ok() {
+            let _ = sys::reap_blocking(self.pidfd.as_ref(), self.pid);
+        }
+        Python::try_attach(|py| crate::compat::resource_warning(py, self.pid));
+    }
+}

@@ -1,0 +1,441 @@
+//! `StreamReader`: asyncio's reader contract over a Rust buffer.
+//!
+//! Two sources feed it: a pipe fd it owns and polls with `loop.add_reader` (what `proc.stdout`
+//! and `proc.stderr` are), or `feed_data()`/`feed_eof()` called from Python (the protocol side,
+//! as with asyncio's). Flow control is asyncio's: stop polling the pipe above `2 * limit`
+//! buffered bytes, resume at `limit` or below, or as soon as a reader has to wait.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::bridge::looputil;
+use crate::bridge::Coro;
+use crate::errors;
+use crate::streams::buffer::ByteBuf;
+use crate::streams::reader_ops::{ReadExactlyOp, ReadOp, ReadUntilOp, Separators};
+use crate::sys;
+
+pub const DEFAULT_LIMIT: usize = 1 << 16;
+/// Bytes asked for per `read(2)` while polling the pipe.
+const READ_CHUNK: usize = 256 * 1024;
+/// Upper bound on bytes taken from the pipe in one loop callback, so one busy pipe cannot
+/// starve the rest of the loop.
+const MAX_PER_CALLBACK: usize = 4 * 1024 * 1024;
+
+#[pyclass(module = "rsubprocess._core", subclass, weakref)]
+pub struct StreamReader {
+    pub(crate) loop_: Py<PyAny>,
+    pub(crate) limit: usize,
+    pub(crate) buf: ByteBuf,
+    pub(crate) eof: bool,
+    pub(crate) exception: Option<Py<PyAny>>,
+    pub(crate) waiter: Option<Py<PyAny>>,
+    pub(crate) paused: bool,
+    /// Bulk consumers (`read(-1)`, `communicate()`) in progress: they take everything at EOF,
+    /// so pausing the pipe would only add wake-ups.
+    pub(crate) bulk: u32,
+    pipe: Option<OwnedFd>,
+    pipe_fd: i32,
+    polling: bool,
+    transport: Option<Py<PyAny>>,
+}
+
+impl StreamReader {
+    pub fn with_loop(loop_: Py<PyAny>, limit: usize) -> Self {
+        StreamReader {
+            loop_,
+            limit,
+            buf: ByteBuf::new(),
+            eof: false,
+            exception: None,
+            waiter: None,
+            paused: false,
+            bulk: 0,
+            pipe: None,
+            pipe_fd: -1,
+            polling: false,
+            transport: None,
+        }
+    }
+
+    /// A reader that owns and polls the parent end of a pipe.
+    pub fn new_pipe(py: Python<'_>, loop_: Py<PyAny>, limit: usize, fd: OwnedFd) -> PyResult<Py<Self>> {
+        sys::set_nonblocking(&fd).map_err(|e| errors::os_error(&e))?;
+        let mut r = StreamReader::with_loop(loop_, limit);
+        r.pipe_fd = fd.as_raw_fd();
+        r.pipe = Some(fd);
+        let obj = Py::new(py, r)?;
+        StreamReader::start_polling(&obj, py)?;
+        Ok(obj)
+    }
+
+    fn start_polling(slf: &Py<Self>, py: Python<'_>) -> PyResult<()> {
+        let cb = slf.getattr(py, intern!(py, "_on_readable"))?;
+        let mut r = slf.borrow_mut(py);
+        if r.polling || r.pipe.is_none() {
+            return Ok(());
+        }
+        looputil::add_reader(py, &r.loop_, r.pipe_fd, cb)?;
+        r.polling = true;
+        Ok(())
+    }
+
+    fn stop_polling(&mut self, py: Python<'_>) -> PyResult<()> {
+        if self.polling {
+            self.polling = false;
+            if !looputil::is_closed(py, &self.loop_) {
+                looputil::remove_reader(py, &self.loop_, self.pipe_fd)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops polling and closes the pipe (the transport's `close()`).
+    pub(crate) fn close_pipe(&mut self, py: Python<'_>) -> PyResult<()> {
+        let r = self.stop_polling(py);
+        self.pipe = None;
+        r
+    }
+
+    pub(crate) fn wake(&mut self, py: Python<'_>) -> PyResult<()> {
+        if let Some(w) = self.waiter.take() {
+            looputil::resolve(py, &w, py.None())?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn pause(&mut self, py: Python<'_>) -> PyResult<()> {
+        if self.paused {
+            return Ok(());
+        }
+        if self.pipe.is_some() {
+            self.stop_polling(py)?;
+            self.paused = true;
+        } else if let Some(t) = &self.transport {
+            match t.call_method0(py, intern!(py, "pause_reading")) {
+                Ok(_) => self.paused = true,
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyNotImplementedError>(py) => {
+                    self.transport = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn resume(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let transport = {
+            let mut r = slf.borrow_mut();
+            if !r.paused {
+                return Ok(());
+            }
+            r.paused = false;
+            if r.pipe.is_none() {
+                r.transport.as_ref().map(|t| t.clone_ref(py))
+            } else {
+                None
+            }
+        };
+        match transport {
+            Some(t) => {
+                t.call_method0(py, intern!(py, "resume_reading"))?;
+            }
+            None => StreamReader::start_polling(&slf.clone().unbind(), py)?,
+        }
+        Ok(())
+    }
+
+    /// asyncio's `_maybe_resume_transport`, after bytes were consumed.
+    pub(crate) fn maybe_resume(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let should = {
+            let r = slf.borrow();
+            r.paused && r.buf.len() <= r.limit
+        };
+        if should {
+            StreamReader::resume(slf)?;
+        }
+        Ok(())
+    }
+
+    /// asyncio's `_wait_for_data`: register `fut` as the one waiter, resuming a paused pipe.
+    pub(crate) fn wait_for_data(slf: &Bound<'_, Self>, fut: &Py<PyAny>, func: &str) -> PyResult<()> {
+        {
+            let mut r = slf.borrow_mut();
+            match &r.waiter {
+                Some(w) if !w.is(fut) => return Err(errors::already_waiting(func)),
+                _ => {}
+            }
+            r.waiter = Some(fut.clone_ref(slf.py()));
+        }
+        // Waiting while paused would deadlock (readexactly(n) with n > limit).
+        StreamReader::resume(slf)
+    }
+
+    pub(crate) fn clear_waiter(&mut self, fut: &Py<PyAny>) {
+        if self.waiter.as_ref().is_some_and(|w| w.is(fut)) {
+            self.waiter = None;
+        }
+    }
+
+    /// Removes and returns the first `n` buffered bytes.
+    pub(crate) fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
+        let n = n.min(self.buf.len());
+        let out = PyBytes::new(py, &self.buf.as_slice()[..n]);
+        self.buf.consume(n);
+        out
+    }
+
+    /// Removes everything buffered as one `bytes`, releasing the buffer's memory.
+    pub(crate) fn take_all<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.buf.take_all();
+        sys::bytes_filled(py, data.len(), |dst| dst.copy_from_slice(&data))
+    }
+
+    pub(crate) fn exception_err(&self, py: Python<'_>) -> Option<PyErr> {
+        self.exception.as_ref().map(|e| PyErr::from_value(e.bind(py).clone()))
+    }
+
+    fn do_feed_eof(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.eof = true;
+        self.close_pipe(py)?;
+        self.wake(py)
+    }
+
+    fn do_set_exception(&mut self, py: Python<'_>, exc: Py<PyAny>) -> PyResult<()> {
+        self.exception = Some(exc.clone_ref(py));
+        if let Some(w) = self.waiter.take() {
+            let cancelled: bool = w.call_method0(py, intern!(py, "cancelled"))?.extract(py)?;
+            if !cancelled {
+                looputil::reject(py, &w, &exc)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl StreamReader {
+    #[new]
+    #[pyo3(signature = (limit = DEFAULT_LIMIT as isize, r#loop = None))]
+    fn py_new(py: Python<'_>, limit: isize, r#loop: Option<Py<PyAny>>) -> PyResult<Self> {
+        if limit <= 0 {
+            return Err(errors::value_error("Limit cannot be <= 0"));
+        }
+        let loop_ = match r#loop {
+            Some(l) if !l.is_none(py) => l,
+            _ => crate::compat::reader_default_loop(py)?,
+        };
+        Ok(StreamReader::with_loop(loop_, limit as usize))
+    }
+
+    fn exception(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.exception.as_ref().map(|e| e.clone_ref(py))
+    }
+
+    fn set_exception(&mut self, py: Python<'_>, exc: Py<PyAny>) -> PyResult<()> {
+        self.do_set_exception(py, exc)
+    }
+
+    fn set_transport(&mut self, transport: Py<PyAny>) -> PyResult<()> {
+        if self.transport.is_some() {
+            return Err(pyo3::exceptions::PyAssertionError::new_err("Transport already set"));
+        }
+        self.transport = Some(transport);
+        Ok(())
+    }
+
+    fn feed_eof(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.do_feed_eof(py)
+    }
+
+    fn at_eof(&self) -> bool {
+        self.eof && self.buf.is_empty()
+    }
+
+    fn feed_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let mut r = slf.borrow_mut();
+        if r.eof {
+            return Err(pyo3::exceptions::PyAssertionError::new_err("feed_data after feed_eof"));
+        }
+        if let Ok(b) = data.cast::<PyBytes>() {
+            r.buf.extend(b.as_bytes());
+        } else {
+            let b = py.import(intern!(py, "builtins"))?.getattr(intern!(py, "bytes"))?.call1((data,))?;
+            r.buf.extend(b.cast::<PyBytes>()?.as_bytes());
+        }
+        if r.buf.is_empty() {
+            return Ok(());
+        }
+        r.wake(py)?;
+        if r.transport.is_some() && !r.paused && r.buf.len() > 2 * r.limit {
+            r.pause(py)?;
+        }
+        Ok(())
+    }
+
+    /// The loop's readability callback for the pipe.
+    fn _on_readable(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let mut r = slf.borrow_mut();
+        let mut total = 0usize;
+        let mut got_eof = false;
+        let mut error = None;
+        loop {
+            let this = &mut *r;
+            let Some(fd) = this.pipe.as_ref() else { break };
+            match sys::read_into_spare(fd, this.buf.spare(READ_CHUNK)) {
+                Ok(0) => {
+                    got_eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    total += n;
+                    if n < READ_CHUNK || total >= MAX_PER_CALLBACK {
+                        break;
+                    }
+                    if r.bulk == 0 && r.buf.len() > 2 * r.limit {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            r.wake(py)?;
+            if r.bulk == 0 && r.buf.len() > 2 * r.limit {
+                r.pause(py)?;
+            }
+        }
+        if let Some(e) = error {
+            r.close_pipe(py)?;
+            let exc = errors::os_error(&e).into_value(py).into_any();
+            if e.raw_os_error() != Some(libc::EIO) {
+                let ctx = pyo3::types::PyDict::new(py);
+                ctx.set_item("message", "Fatal read error on pipe transport")?;
+                ctx.set_item("exception", exc.clone_ref(py))?;
+                let loop_ = r.loop_.clone_ref(py);
+                drop(r);
+                loop_.call_method1(py, intern!(py, "call_exception_handler"), (ctx,))?;
+                r = slf.borrow_mut();
+            }
+            r.do_set_exception(py, exc)?;
+        } else if got_eof {
+            r.do_feed_eof(py)?;
+        }
+        Ok(())
+    }
+
+    #[pyo3(signature = (n = -1))]
+    fn read(slf: &Bound<'_, Self>, n: isize) -> Coro {
+        Coro::new(ReadOp::new(slf.clone().unbind(), n))
+    }
+
+    fn readline(slf: &Bound<'_, Self>) -> Coro {
+        Coro::new(ReadUntilOp::readline(slf.clone().unbind(), false))
+    }
+
+    #[pyo3(signature = (separator = None))]
+    fn readuntil(slf: &Bound<'_, Self>, separator: Option<&Bound<'_, PyAny>>) -> Coro {
+        let seps = match separator {
+            None => Separators::newline(),
+            Some(s) => Separators::parse(s),
+        };
+        Coro::new(ReadUntilOp::readuntil(slf.clone().unbind(), seps))
+    }
+
+    fn readexactly(slf: &Bound<'_, Self>, n: isize) -> Coro {
+        Coro::new(ReadExactlyOp::new(slf.clone().unbind(), n))
+    }
+
+    fn __aiter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __anext__(slf: &Bound<'_, Self>) -> Coro {
+        Coro::new(ReadUntilOp::readline(slf.clone().unbind(), true))
+    }
+
+    /// A copy of the unread bytes (CPython's tests inspect `stream._buffer`).
+    #[getter]
+    fn _buffer<'py>(&self, py: Python<'py>) -> Bound<'py, PyByteArray> {
+        PyByteArray::new(py, self.buf.as_slice())
+    }
+
+    #[getter]
+    fn _limit(&self) -> usize {
+        self.limit
+    }
+
+    #[getter]
+    fn _eof(&self) -> bool {
+        self.eof
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Py<PyAny> {
+        self.loop_.clone_ref(py)
+    }
+
+    #[getter]
+    fn _waiter(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.waiter.as_ref().map(|w| w.clone_ref(py))
+    }
+
+    #[getter]
+    fn _paused(&self) -> bool {
+        self.paused
+    }
+
+    #[getter]
+    fn _transport(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.transport.as_ref().map(|t| t.clone_ref(py))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let r = slf.borrow();
+        let mut info = vec![slf.get_type().name()?.to_string()];
+        if !r.buf.is_empty() {
+            info.push(format!("{} bytes", r.buf.len()));
+        }
+        if r.eof {
+            info.push("eof".into());
+        }
+        if r.limit != DEFAULT_LIMIT {
+            info.push(format!("limit={}", r.limit));
+        }
+        if let Some(w) = &r.waiter {
+            info.push(format!("waiter={}", w.bind(py).repr()?));
+        }
+        if let Some(e) = &r.exception {
+            info.push(format!("exception={}", e.bind(py).repr()?));
+        }
+        if let Some(t) = &r.transport {
+            info.push(format!("transport={}", t.bind(py).repr()?));
+        } else if r.pipe.is_some() {
+            let state = if r.polling { "polling" } else { "idle" };
+            info.push(format!("transport=<pipe fd={} {state}>", r.pipe_fd));
+        }
+        if r.paused {
+            info.push("paused".into());
+        }
+        Ok(format!("<{}>", info.join(" ")))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for o in [&self.exception, &self.waiter, &self.transport].into_iter().flatten() {
+            visit.call(o)?;
+        }
+        visit.call(&self.loop_)
+    }
+}
+

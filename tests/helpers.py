@@ -1,0 +1,274 @@
+"""Helpers shared by the test modules (no fixtures here: see conftest.py).
+
+Everything that compares rsubprocess with asyncio gets asyncio's behaviour from this module:
+``ASYNCIO`` holds asyncio's entry points captured when the test package is imported, before any
+``rsubprocess.install()`` could replace them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.subprocess as _aio_subprocess
+import contextlib
+import gc
+import os
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+PY = sys.version_info[:2]
+
+# test.support.PIPE_MAX_SIZE: larger than any pipe buffer.
+PIPE_MAX_SIZE = 4 * 1024 * 1024 + 1
+
+ASYNCIO = types.SimpleNamespace(
+    name="asyncio",
+    create_subprocess_exec=_aio_subprocess.create_subprocess_exec,
+    create_subprocess_shell=_aio_subprocess.create_subprocess_shell,
+    PIPE=_aio_subprocess.PIPE,
+    STDOUT=_aio_subprocess.STDOUT,
+    DEVNULL=_aio_subprocess.DEVNULL,
+    Process=_aio_subprocess.Process,
+    StreamReader=asyncio.StreamReader,
+    StreamWriter=asyncio.StreamWriter,
+    module=_aio_subprocess,
+)
+
+# The functions install() replaces, keyed by (module, attribute): checked after every test.
+ASYNCIO_ENTRY_POINTS = {
+    (asyncio, "create_subprocess_exec"): asyncio.create_subprocess_exec,
+    (asyncio, "create_subprocess_shell"): asyncio.create_subprocess_shell,
+    (_aio_subprocess, "create_subprocess_exec"): _aio_subprocess.create_subprocess_exec,
+    (_aio_subprocess, "create_subprocess_shell"): _aio_subprocess.create_subprocess_shell,
+}
+
+
+def load_rsubprocess() -> types.SimpleNamespace:
+    import rsubprocess
+
+    return types.SimpleNamespace(
+        name="rsubprocess",
+        create_subprocess_exec=rsubprocess.create_subprocess_exec,
+        create_subprocess_shell=rsubprocess.create_subprocess_shell,
+        PIPE=rsubprocess.PIPE,
+        STDOUT=rsubprocess.STDOUT,
+        DEVNULL=rsubprocess.DEVNULL,
+        Process=rsubprocess.Process,
+        StreamReader=rsubprocess.StreamReader,
+        StreamWriter=rsubprocess.StreamWriter,
+        module=rsubprocess,
+    )
+
+
+def behaviour(impl: types.SimpleNamespace, loop_kind: str) -> str:
+    """Whose behaviour a combination shows.
+
+    ``"cpython"``: asyncio's own code on asyncio's loop, the reference.
+    ``"uvloop"``: asyncio's Process class over uvloop's subprocess transport, which differs
+    from CPython in places (each such place is spelled out in the tests).
+    ``"rsubprocess"``: must match ``"cpython"`` except for DESIGN.md 1b's deliberate differences.
+    """
+    if impl.name == "rsubprocess":
+        return "rsubprocess"
+    return "cpython" if loop_kind == "asyncio" else "uvloop"
+
+
+def new_loop(loop_kind: str) -> asyncio.AbstractEventLoop:
+    if loop_kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    loop = asyncio.new_event_loop()
+    loop.set_debug(True)
+    return loop
+
+
+def cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+    """asyncio.runners._cancel_all_tasks, returning the tasks that were still pending."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not pending:
+        return []
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    for task in pending:
+        if task.cancelled():
+            continue
+        if task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during test loop shutdown",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
+    return pending
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+    """Close like asyncio.run() does; return the tasks that were left pending."""
+    try:
+        leftover = cancel_all_tasks(loop)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        if hasattr(loop, "shutdown_default_executor"):
+            loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    return leftover
+
+
+class _TestRaisedTimeout(Exception):
+    pass
+
+
+def run_on_new_loop(
+    loop_kind: str,
+    coro_or_fn: Any,
+    timeout: float,
+    contexts: list[dict[str, Any]],
+) -> Any:
+    """Run a coroutine (or a no-argument callable returning one) on a fresh loop."""
+    coro = coro_or_fn() if callable(coro_or_fn) else coro_or_fn
+
+    async def body() -> Any:
+        # Tell the test's own TimeoutErrors apart from the hard timeout below.
+        try:
+            return await coro
+        except asyncio.TimeoutError as exc:
+            raise _TestRaisedTimeout from exc
+
+    loop = new_loop(loop_kind)
+    loop.set_exception_handler(lambda _loop, ctx: contexts.append(ctx))
+    asyncio.set_event_loop(loop)
+    leftover: list[asyncio.Task[Any]] = []
+    try:
+        try:
+            return loop.run_until_complete(asyncio.wait_for(body(), timeout))
+        except asyncio.TimeoutError:
+            raise AssertionError(f"test coroutine timed out after {timeout} s") from None
+        except _TestRaisedTimeout as exc:
+            raise exc.__cause__ from None  # type: ignore[misc]
+    finally:
+        leftover = close_loop(loop)
+        if leftover:
+            contexts.append({"message": "tasks still pending when the test finished", "tasks": leftover})
+
+
+def format_contexts(contexts: list[dict[str, Any]]) -> str:
+    lines = []
+    for ctx in contexts:
+        lines.append("; ".join(f"{k}={v!r}" for k, v in ctx.items()))
+    return "\n".join(lines)
+
+
+def asyncio_reference(fn: Callable[[types.SimpleNamespace], Any], timeout: float = 30) -> Any:
+    """Run ``fn(ASYNCIO)`` on a fresh CPython asyncio loop: what asyncio itself does.
+
+    Must be called outside a running loop (from the test body).
+    """
+    contexts: list[dict[str, Any]] = []
+    result = run_on_new_loop("asyncio", lambda: fn(ASYNCIO), timeout, contexts)
+    assert not contexts, "asyncio reference run called the exception handler:\n" + (
+        format_contexts(contexts)
+    )
+    return result
+
+
+def exc_summary(exc: BaseException) -> tuple[Any, ...]:
+    """What must be equal between asyncio and rsubprocess for an exception."""
+    return (
+        type(exc),
+        str(exc),
+        exc.args,
+        getattr(exc, "errno", None),
+        getattr(exc, "strerror", None),
+        getattr(exc, "filename", None),
+        getattr(exc, "filename2", None),
+    )
+
+
+async def spawn_outcome(create: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    """("ok", returncode) or ("raise", exc_summary...) for a create_subprocess_* call."""
+    try:
+        proc = await create(*args, **kwargs)
+    except Exception as exc:
+        summary = exc_summary(exc)
+        del exc
+        return ("raise", *summary)
+    return ("ok", await proc.wait())
+
+
+@contextlib.contextmanager
+def swallow_unraisable() -> Iterator[list[Any]]:
+    """Collect "Exception ignored in ..." reports instead of letting them fail the test.
+
+    Only for asyncio's known noise (DESIGN 1b, ``loop=`` on 3.10+).
+    """
+    seen: list[Any] = []
+    old = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        seen.append((unraisable.exc_type, str(unraisable.exc_value), repr(unraisable.object)))
+
+    sys.unraisablehook = hook
+    try:
+        yield seen
+        gc.collect()
+    finally:
+        sys.unraisablehook = old
+
+
+# --- /proc scans -------------------------------------------------------------------------------
+
+
+def open_fds() -> dict[int, str]:
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the directory fd of listdir itself, already closed
+    return fds
+
+
+def proc_stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, ppid, pgrp, session) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()
+    return fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def children(ppid: int | None = None) -> dict[int, str]:
+    """{pid: state} of every process whose parent is ``ppid`` (default: this process)."""
+    if ppid is None:
+        ppid = os.getpid()
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        st = proc_stat(int(name))
+        if st is not None and st[1] == ppid:
+            found[int(name)] = st[0]
+    return found
+
+
+def thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
