@@ -26,9 +26,11 @@ test-rust:
 	cargo test -q
 	cargo clippy -q --all-targets -- -D warnings
 
-lint: venv
+lint: build
 	$(BIN)/ruff check python tests benches
 	$(BIN)/ruff format --check python tests benches
+	$(BIN)/python -m mypy.stubtest rsubprocess._core
+	$(BIN)/python -m mypy --strict python/rsubprocess
 
 test-py: build
 	$(BIN)/python -X dev -m pytest -q $(PYTEST_ARGS)

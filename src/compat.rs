@@ -29,7 +29,11 @@ pub fn communicate_closes_stdin(py: Python<'_>) -> bool {
 pub fn reader_default_loop(py: Python<'_>) -> PyResult<Py<PyAny>> {
     let events = py.import(intern!(py, "asyncio.events"))?;
     let m = minor(py);
-    let f = if (10..12).contains(&m) { intern!(py, "_get_event_loop") } else { intern!(py, "get_event_loop") };
+    let f = if (10..12).contains(&m) {
+        intern!(py, "_get_event_loop")
+    } else {
+        intern!(py, "get_event_loop")
+    };
     let l = if (10..12).contains(&m) {
         events.getattr(f)?.call1((4,))?
     } else {
@@ -40,7 +44,9 @@ pub fn reader_default_loop(py: Python<'_>) -> PyResult<Py<PyAny>> {
 
 /// A warning on asyncio's logger, where asyncio logs the same condition.
 pub fn log_warning(py: Python<'_>, msg: &str) -> PyResult<()> {
-    let logger = py.import(intern!(py, "asyncio.log"))?.getattr(intern!(py, "logger"))?;
+    let logger = py
+        .import(intern!(py, "asyncio.log"))?
+        .getattr(intern!(py, "logger"))?;
     logger.call_method1(intern!(py, "warning"), (msg,))?;
     Ok(())
 }
@@ -56,7 +62,9 @@ pub fn lost_child_message(py: Python<'_>, pid: i32) -> String {
 
 /// `ResourceWarning` for a child that was still running when its `Process` went away.
 pub fn resource_warning(py: Python<'_>, pid: i32) {
-    let msg = format!("subprocess {pid} was still running when its event loop went away; killed and reaped it");
+    let msg = format!(
+        "subprocess {pid} was still running when its event loop went away; killed and reaped it"
+    );
     let r = py.import(intern!(py, "warnings")).and_then(|w| {
         let cat = py.get_type::<pyo3::exceptions::PyResourceWarning>();
         w.call_method1(intern!(py, "warn"), (msg, cat, 1))

@@ -29,7 +29,11 @@ static INCOMPLETE_READ: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static LIMIT_OVERRUN: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// `asyncio.IncompleteReadError(partial, expected)`.
-pub fn incomplete_read(py: Python<'_>, partial: Bound<'_, PyBytes>, expected: Option<usize>) -> PyErr {
+pub fn incomplete_read(
+    py: Python<'_>,
+    partial: Bound<'_, PyBytes>,
+    expected: Option<usize>,
+) -> PyErr {
     match INCOMPLETE_READ.import(py, "asyncio.exceptions", "IncompleteReadError") {
         Ok(cls) => match cls.call1((partial, expected)) {
             Ok(exc) => PyErr::from_value(exc),

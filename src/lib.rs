@@ -1,12 +1,12 @@
 //! rsubprocess's native core: `asyncio.subprocess` semantics served from Rust.
 //!
 //! Table of contents:
-//! - [`bridge`]: coroutine-shaped awaitables and loop plumbing
-//! - [`streams`]: `StreamReader` / `StreamWriter` over pipes (buffer logic in `streams::buffer`)
-//! - [`process`]: `Process` (exit watch, signals, `wait`, `communicate`)
-//! - [`errors`]: Rust errors -> Python exceptions
-//! - [`compat`]: per-version switches decided in Rust
-//! - [`sys`]: every `unsafe` system call
+//! - `bridge`: coroutine-shaped awaitables and loop plumbing
+//! - `streams`: `StreamReader` / `StreamWriter` over pipes (buffer logic in `streams::buffer`)
+//! - `process`: `Process` (exit watch, signals, `wait`, `communicate`)
+//! - `errors`: Rust errors -> Python exceptions
+//! - `compat`: per-version switches decided in Rust
+//! - `sys`: every `unsafe` system call
 
 pub mod bridge;
 pub mod compat;

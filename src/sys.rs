@@ -50,7 +50,9 @@ pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
         if flags < 0 {
             return Err(io::Error::last_os_error());
         }
-        if flags & libc::O_NONBLOCK == 0 && libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+        if flags & libc::O_NONBLOCK == 0
+            && libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0
+        {
             return Err(io::Error::last_os_error());
         }
     }
@@ -153,7 +155,11 @@ pub fn reap_blocking(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<i32> {
             Some((rc, _)) => return Ok(rc),
             None => {
                 // SAFETY: a pollfd array of one element on our stack, valid for the call.
-                let mut p = libc::pollfd { fd: pidfd.map_or(-1, |f| f.as_raw_fd()), events: libc::POLLIN, revents: 0 };
+                let mut p = libc::pollfd {
+                    fd: pidfd.map_or(-1, |f| f.as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
                 if p.fd < 0 {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 } else {
@@ -206,7 +212,10 @@ pub fn reap_nohang(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<Option<(i32,
         stime: ru.ru_stime.tv_sec as f64 + ru.ru_stime.tv_usec as f64 * 1e-6,
         maxrss: ru.ru_maxrss,
     };
-    Ok(Some((returncode_from_siginfo(info.si_code, si_status), usage)))
+    Ok(Some((
+        returncode_from_siginfo(info.si_code, si_status),
+        usage,
+    )))
 }
 
 /// Blocks until `pid` has exited, without reaping it (the loop thread reaps).
@@ -216,7 +225,12 @@ pub fn wait_exit_noreap(pid: i32) -> io::Result<()> {
     loop {
         // SAFETY: waitid with a pointer to our stack struct, valid for the call.
         let r = unsafe {
-            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
         };
         if r == 0 {
             return Ok(());

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import warnings
 from asyncio import events
 from typing import Any, Optional
@@ -68,7 +69,14 @@ def _check_common(kwds: dict[str, Any]) -> None:
 
 
 def _spawn(
-    loop: Any, args: Any, shell: bool, stdin: Any, stdout: Any, stderr: Any, limit: int, kwds: dict
+    loop: Any,
+    args: Any,
+    shell: bool,
+    stdin: Any,
+    stdout: Any,
+    stderr: Any,
+    limit: int,
+    kwds: dict[str, Any],
 ) -> Process:
     if limit <= 0 and (stdout == PIPE or stderr == PIPE):
         # asyncio raises this inside connection_made() and returns a Process without streams;
@@ -128,9 +136,9 @@ def _loop_for(loop: Any) -> Any:
     return loop
 
 
-if _compat.ACCEPTS_LOOP_KWARG:
+if sys.version_info < (3, 10):  # _compat.ACCEPTS_LOOP_KWARG, spelled for mypy
 
-    async def create_subprocess_shell(  # type: ignore[misc]
+    async def create_subprocess_shell(
         cmd: Any,
         stdin: Any = None,
         stdout: Any = None,
@@ -143,7 +151,7 @@ if _compat.ACCEPTS_LOOP_KWARG:
         _check_shell_kwargs(cmd, kwds)
         return _spawn(loop, cmd, True, stdin, stdout, stderr, limit, kwds)
 
-    async def create_subprocess_exec(  # type: ignore[misc]
+    async def create_subprocess_exec(
         program: Any,
         *args: Any,
         stdin: Any = None,

@@ -46,7 +46,11 @@ pub struct Coro {
 
 impl Coro {
     pub fn new(op: impl Op + 'static) -> Self {
-        Coro { op: Some(Box::new(op)), waiting: None, started: false }
+        Coro {
+            op: Some(Box::new(op)),
+            waiting: None,
+            started: false,
+        }
     }
 
     fn finish(&mut self, py: Python<'_>) {
@@ -147,7 +151,9 @@ impl Coro {
 impl Coro {
     fn step(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if self.op.is_none() {
-            return Err(PyRuntimeError::new_err("cannot reuse already awaited coroutine"));
+            return Err(PyRuntimeError::new_err(
+                "cannot reuse already awaited coroutine",
+            ));
         }
         self.started = true;
         // Resumed after a wait: the future's outcome is what `await fut` would have produced.
@@ -157,7 +163,12 @@ impl Coro {
                 return Err(e);
             }
         }
-        match self.op.as_mut().map(|op| op.poll(py)).expect("checked above") {
+        match self
+            .op
+            .as_mut()
+            .map(|op| op.poll(py))
+            .expect("checked above")
+        {
             Ok(Poll::Ready(v)) => {
                 self.op = None;
                 Err(PyStopIteration::new_err((v,)))

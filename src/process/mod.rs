@@ -37,7 +37,8 @@ pub struct Process {
 }
 
 fn own(fd: Option<i32>) -> PyResult<Option<OwnedFd>> {
-    fd.map(|fd| sys::own_fd(fd).map_err(|e| errors::os_error(&e))).transpose()
+    fd.map(|fd| sys::own_fd(fd).map_err(|e| errors::os_error(&e)))
+        .transpose()
 }
 
 impl Process {
@@ -45,7 +46,11 @@ impl Process {
         let py = slf.py();
         let pid = slf.borrow().pid;
         let disabled = std::env::var_os("RSUBPROCESS_NO_PIDFD").is_some_and(|v| !v.is_empty());
-        let res = if disabled { Err(std::io::Error::from_raw_os_error(libc::ENOSYS)) } else { sys::pidfd_open(pid) };
+        let res = if disabled {
+            Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
+        } else {
+            sys::pidfd_open(pid)
+        };
         match res {
             Ok(fd) => {
                 let raw = fd.as_raw_fd();
@@ -76,9 +81,9 @@ impl Process {
                 let _ = sys::wait_exit_noreap(pid);
                 Python::try_attach(|py| {
                     let loop_ = obj.borrow(py).loop_.clone_ref(py);
-                    let scheduled = obj
-                        .getattr(py, intern!(py, "_on_exit"))
-                        .and_then(|cb| loop_.call_method1(py, intern!(py, "call_soon_threadsafe"), (cb,)));
+                    let scheduled = obj.getattr(py, intern!(py, "_on_exit")).and_then(|cb| {
+                        loop_.call_method1(py, intern!(py, "call_soon_threadsafe"), (cb,))
+                    });
                     if scheduled.is_err() {
                         // Loop closed: reap here so no zombie is left.
                         if let Ok(mut p) = obj.try_borrow_mut(py) {
@@ -133,6 +138,7 @@ impl Process {
 #[pymethods]
 impl Process {
     #[new]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python-side call, one value per pipe
     #[pyo3(signature = (r#loop, popen, pid, stdin_fd, stdout_fd, stderr_fd, limit))]
     fn py_new(
         py: Python<'_>,
@@ -145,9 +151,15 @@ impl Process {
         limit: usize,
     ) -> PyResult<Self> {
         let (fin, fout, ferr) = (own(stdin_fd)?, own(stdout_fd)?, own(stderr_fd)?);
-        let stdin = fin.map(|fd| StreamWriter::new_pipe(py, r#loop.clone_ref(py), fd)).transpose()?;
-        let stdout = fout.map(|fd| StreamReader::new_pipe(py, r#loop.clone_ref(py), limit, fd)).transpose()?;
-        let stderr = ferr.map(|fd| StreamReader::new_pipe(py, r#loop.clone_ref(py), limit, fd)).transpose()?;
+        let stdin = fin
+            .map(|fd| StreamWriter::new_pipe(py, r#loop.clone_ref(py), fd))
+            .transpose()?;
+        let stdout = fout
+            .map(|fd| StreamReader::new_pipe(py, r#loop.clone_ref(py), limit, fd))
+            .transpose()?;
+        let stderr = ferr
+            .map(|fd| StreamReader::new_pipe(py, r#loop.clone_ref(py), limit, fd))
+            .transpose()?;
         Ok(Process {
             pid,
             loop_: r#loop,
@@ -232,7 +244,9 @@ impl Process {
     }
 
     fn send_signal(&self, sig: &Bound<'_, PyAny>) -> PyResult<()> {
-        let sig: i32 = sig.call_method0(intern!(sig.py(), "__index__"))?.extract()?;
+        let sig: i32 = sig
+            .call_method0(intern!(sig.py(), "__index__"))?
+            .extract()?;
         if self.returncode.is_some() {
             return Err(errors::process_lookup());
         }
@@ -286,9 +300,17 @@ impl Drop for Process {
             Some(fd) => sys::pidfd_send_signal(fd, libc::SIGKILL),
             None => sys::kill(self.pid, libc::SIGKILL),
         };
-        if killed.is_ok() {
-            let _ = sys::reap_blocking(self.pidfd.as_ref(), self.pid);
-        }
-        Python::try_attach(|py| crate::compat::resource_warning(py, self.pid));
+        let rc = if killed.is_ok() {
+            sys::reap_blocking(self.pidfd.as_ref(), self.pid).ok()
+        } else {
+            None
+        };
+        Python::try_attach(|py| {
+            if let (Some(rc), Some(popen)) = (rc, &self.popen) {
+                // Keeps Popen.__del__ from warning a second time and from queueing a reap.
+                let _ = popen.setattr(py, intern!(py, "returncode"), rc);
+            }
+            crate::compat::resource_warning(py, self.pid);
+        });
     }
 }

@@ -64,13 +64,25 @@ pub struct CommunicateOp {
 
 impl CommunicateOp {
     pub fn new(p: Py<Process>, input: Option<Py<PyAny>>) -> Self {
-        CommunicateOp { p, input, started: false, feeding: None, readers: Vec::new(), fut: None }
+        CommunicateOp {
+            p,
+            input,
+            started: false,
+            feeding: None,
+            readers: Vec::new(),
+            fut: None,
+        }
     }
 
     fn start(&mut self, py: Python<'_>) -> PyResult<()> {
         let (stdin, readers) = {
             let p = self.p.borrow(py);
-            let readers: Vec<_> = p.stdout.iter().chain(&p.stderr).map(|r| r.clone_ref(py)).collect();
+            let readers: Vec<_> = p
+                .stdout
+                .iter()
+                .chain(&p.stderr)
+                .map(|r| r.clone_ref(py))
+                .collect();
             (p.stdin.as_ref().map(|s| s.clone_ref(py)), readers)
         };
         let input = self.input.take().filter(|i| !i.is_none(py));
@@ -87,7 +99,9 @@ impl CommunicateOp {
                 self.feeding = Some(w.clone().unbind());
             }
             (None, Some(_)) if !new_style => {
-                return Err(PyAttributeError::new_err("'NoneType' object has no attribute 'write'"));
+                return Err(PyAttributeError::new_err(
+                    "'NoneType' object has no attribute 'write'",
+                ));
             }
             _ => {}
         }
@@ -133,18 +147,25 @@ impl Op for CommunicateOp {
             self.started = true;
             self.start(py)?;
         }
-        let failed = self.readers.iter().find_map(|r| r.borrow(py).exception_err(py));
+        let failed = self
+            .readers
+            .iter()
+            .find_map(|r| r.borrow(py).exception_err(py));
         if let Some(e) = failed {
             self.release_readers(py);
             return Err(e);
         }
-        let reading: Vec<&Py<StreamReader>> = self.readers.iter().filter(|r| !r.borrow(py).eof).collect();
+        let reading: Vec<&Py<StreamReader>> =
+            self.readers.iter().filter(|r| !r.borrow(py).eof).collect();
         let feeding = self.feeding.as_ref().filter(|w| !w.borrow(py).is_lost());
         let exited = self.p.borrow(py).returncode.is_some();
         if reading.is_empty() && feeding.is_none() && exited {
             let (out, err) = {
                 let p = self.p.borrow(py);
-                (p.stdout.as_ref().map(|r| r.clone_ref(py)), p.stderr.as_ref().map(|r| r.clone_ref(py)))
+                (
+                    p.stdout.as_ref().map(|r| r.clone_ref(py)),
+                    p.stderr.as_ref().map(|r| r.clone_ref(py)),
+                )
             };
             let take = |r: Option<Py<StreamReader>>| -> PyResult<Py<PyAny>> {
                 match r {

@@ -183,9 +183,15 @@ mod tests {
         assert_eq!(search(b"ab\ncd", nl, 0, 10), Search::Found { end: 3 });
         // A line of exactly `limit` bytes plus its separator is fine.
         assert_eq!(search(b"aaaa\n", nl, 0, 4), Search::Found { end: 5 });
-        assert_eq!(search(b"aaaaa\n", nl, 0, 4), Search::FoundOverLimit { start: 5 });
+        assert_eq!(
+            search(b"aaaaa\n", nl, 0, 4),
+            Search::FoundOverLimit { start: 5 }
+        );
         assert_eq!(search(b"aaaa", nl, 0, 4), Search::NeedMore { offset: 4 });
-        assert_eq!(search(b"aaaaa", nl, 0, 4), Search::NotFoundOverLimit { consumed: 5 });
+        assert_eq!(
+            search(b"aaaaa", nl, 0, 4),
+            Search::NotFoundOverLimit { consumed: 5 }
+        );
         assert_eq!(search(b"", nl, 0, 4), Search::NeedMore { offset: 0 });
     }
 

@@ -62,7 +62,12 @@ impl StreamReader {
     }
 
     /// A reader that owns and polls the parent end of a pipe.
-    pub fn new_pipe(py: Python<'_>, loop_: Py<PyAny>, limit: usize, fd: OwnedFd) -> PyResult<Py<Self>> {
+    pub fn new_pipe(
+        py: Python<'_>,
+        loop_: Py<PyAny>,
+        limit: usize,
+        fd: OwnedFd,
+    ) -> PyResult<Py<Self>> {
         sys::set_nonblocking(&fd).map_err(|e| errors::os_error(&e))?;
         let mut r = StreamReader::with_loop(loop_, limit);
         r.pipe_fd = fd.as_raw_fd();
@@ -162,7 +167,11 @@ impl StreamReader {
     }
 
     /// asyncio's `_wait_for_data`: register `fut` as the one waiter, resuming a paused pipe.
-    pub(crate) fn wait_for_data(slf: &Bound<'_, Self>, fut: &Py<PyAny>, func: &str) -> PyResult<()> {
+    pub(crate) fn wait_for_data(
+        slf: &Bound<'_, Self>,
+        fut: &Py<PyAny>,
+        func: &str,
+    ) -> PyResult<()> {
         {
             let mut r = slf.borrow_mut();
             match &r.waiter {
@@ -196,7 +205,9 @@ impl StreamReader {
     }
 
     pub(crate) fn exception_err(&self, py: Python<'_>) -> Option<PyErr> {
-        self.exception.as_ref().map(|e| PyErr::from_value(e.bind(py).clone()))
+        self.exception
+            .as_ref()
+            .map(|e| PyErr::from_value(e.bind(py).clone()))
     }
 
     fn do_feed_eof(&mut self, py: Python<'_>) -> PyResult<()> {
@@ -242,7 +253,9 @@ impl StreamReader {
 
     fn set_transport(&mut self, transport: Py<PyAny>) -> PyResult<()> {
         if self.transport.is_some() {
-            return Err(pyo3::exceptions::PyAssertionError::new_err("Transport already set"));
+            return Err(pyo3::exceptions::PyAssertionError::new_err(
+                "Transport already set",
+            ));
         }
         self.transport = Some(transport);
         Ok(())
@@ -260,12 +273,17 @@ impl StreamReader {
         let py = slf.py();
         let mut r = slf.borrow_mut();
         if r.eof {
-            return Err(pyo3::exceptions::PyAssertionError::new_err("feed_data after feed_eof"));
+            return Err(pyo3::exceptions::PyAssertionError::new_err(
+                "feed_data after feed_eof",
+            ));
         }
         if let Ok(b) = data.cast::<PyBytes>() {
             r.buf.extend(b.as_bytes());
         } else {
-            let b = py.import(intern!(py, "builtins"))?.getattr(intern!(py, "bytes"))?.call1((data,))?;
+            let b = py
+                .import(intern!(py, "builtins"))?
+                .getattr(intern!(py, "bytes"))?
+                .call1((data,))?;
             r.buf.extend(b.cast::<PyBytes>()?.as_bytes());
         }
         if r.buf.is_empty() {
@@ -432,10 +450,12 @@ impl StreamReader {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for o in [&self.exception, &self.waiter, &self.transport].into_iter().flatten() {
+        for o in [&self.exception, &self.waiter, &self.transport]
+            .into_iter()
+            .flatten()
+        {
             visit.call(o)?;
         }
         visit.call(&self.loop_)
     }
 }
-

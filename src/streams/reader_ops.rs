@@ -41,7 +41,14 @@ pub struct ReadOp {
 
 impl ReadOp {
     pub fn new(r: Py<StreamReader>, n: isize) -> Self {
-        ReadOp { r, n, started: false, bulk: false, waited: false, fut: None }
+        ReadOp {
+            r,
+            n,
+            started: false,
+            bulk: false,
+            waited: false,
+            fut: None,
+        }
     }
 
     fn unbulk(&mut self, py: Python<'_>) {
@@ -156,7 +163,11 @@ impl Separators {
             } else {
                 seps.push(vec![0; len]);
                 late.get_or_insert_with(|| {
-                    let name = item.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+                    let name = item
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default();
                     PyTypeError::new_err(format!(
                         "argument should be integer or bytes-like object, not '{name}'"
                     ))
@@ -212,12 +223,24 @@ impl ReadUntilOp {
     }
 
     pub fn readline(r: Py<StreamReader>, anext: bool) -> Self {
-        let mode = if anext { LineMode::Anext } else { LineMode::Line };
+        let mode = if anext {
+            LineMode::Anext
+        } else {
+            LineMode::Line
+        };
         Self::make(r, Separators::newline(), mode)
     }
 
     fn make(r: Py<StreamReader>, seps: Result<Separators, SepError>, mode: LineMode) -> Self {
-        ReadUntilOp { r, seps: Some(seps), parsed: Vec::new(), offset: 0, started: false, mode, fut: None }
+        ReadUntilOp {
+            r,
+            seps: Some(seps),
+            parsed: Vec::new(),
+            offset: 0,
+            started: false,
+            mode,
+            fut: None,
+        }
     }
 
     fn overrun(&self, rb: &Bound<'_, StreamReader>, msg: &str, consumed: usize) -> PyResult<Poll> {
@@ -270,12 +293,16 @@ impl Op for ReadUntilOp {
                 StreamReader::maybe_resume(&rb)?;
                 Ok(Poll::Ready(line.into_any()))
             }
-            Search::FoundOverLimit { start } => {
-                self.overrun(&rb, "Separator is found, but chunk is longer than limit", start)
-            }
-            Search::NotFoundOverLimit { consumed } => {
-                self.overrun(&rb, "Separator is not found, and chunk exceed the limit", consumed)
-            }
+            Search::FoundOverLimit { start } => self.overrun(
+                &rb,
+                "Separator is found, but chunk is longer than limit",
+                start,
+            ),
+            Search::NotFoundOverLimit { consumed } => self.overrun(
+                &rb,
+                "Separator is not found, and chunk exceed the limit",
+                consumed,
+            ),
             Search::NeedMore { offset } => {
                 self.offset = offset;
                 if eof {
@@ -321,7 +348,12 @@ pub struct ReadExactlyOp {
 
 impl ReadExactlyOp {
     pub fn new(r: Py<StreamReader>, n: isize) -> Self {
-        ReadExactlyOp { r, n, started: false, fut: None }
+        ReadExactlyOp {
+            r,
+            n,
+            started: false,
+            fut: None,
+        }
     }
 }
 
@@ -332,7 +364,9 @@ impl Op for ReadExactlyOp {
         if !self.started {
             self.started = true;
             if self.n < 0 {
-                return Err(PyValueError::new_err("readexactly size can not be less than zero"));
+                return Err(PyValueError::new_err(
+                    "readexactly size can not be less than zero",
+                ));
             }
             if let Some(e) = rb.borrow().exception_err(py) {
                 return Err(e);

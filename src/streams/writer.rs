@@ -187,7 +187,10 @@ impl StreamWriter {
         let (bytes, shared) = if let Ok(b) = data.cast::<PyBytes>() {
             (b.clone(), true)
         } else if data.cast::<PyByteArray>().is_ok() || data.cast::<PyMemoryView>().is_ok() {
-            let b = py.import(intern!(py, "builtins"))?.getattr(intern!(py, "bytes"))?.call1((data,))?;
+            let b = py
+                .import(intern!(py, "builtins"))?
+                .getattr(intern!(py, "bytes"))?
+                .call1((data,))?;
             (b.cast_into::<PyBytes>()?, false)
         } else {
             return Err(errors::not_bytes(data));
@@ -200,7 +203,10 @@ impl StreamWriter {
         if w.closing || w.lost != Lost::No || w.fd.is_none() {
             if w.conn_lost_writes >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
                 drop(w);
-                crate::compat::log_warning(py, "pipe closed by peer or os.write(pipe, data) raised exception.")?;
+                crate::compat::log_warning(
+                    py,
+                    "pipe closed by peer or os.write(pipe, data) raised exception.",
+                )?;
                 w = slf.borrow_mut();
             }
             w.conn_lost_writes += 1;
@@ -282,12 +288,19 @@ impl StreamWriter {
 
     /// Cancel safety: cancelling only stops waiting; queued bytes are still written.
     fn drain(slf: &Bound<'_, Self>) -> Coro {
-        Coro::new(DrainOp { w: slf.clone().unbind(), state: DrainState::Start, fut: None })
+        Coro::new(DrainOp {
+            w: slf.clone().unbind(),
+            state: DrainState::Start,
+            fut: None,
+        })
     }
 
     /// Cancel safety: cancelling only stops waiting.
     fn wait_closed(slf: &Bound<'_, Self>) -> Coro {
-        Coro::new(WaitClosedOp { w: slf.clone().unbind(), fut: None })
+        Coro::new(WaitClosedOp {
+            w: slf.clone().unbind(),
+            fut: None,
+        })
     }
 
     #[pyo3(signature = (name, default = None))]
@@ -301,7 +314,12 @@ impl StreamWriter {
     }
 
     #[pyo3(signature = (high = None, low = None))]
-    fn set_write_buffer_limits(&mut self, py: Python<'_>, high: Option<usize>, low: Option<usize>) -> PyResult<()> {
+    fn set_write_buffer_limits(
+        &mut self,
+        py: Python<'_>,
+        high: Option<usize>,
+        low: Option<usize>,
+    ) -> PyResult<()> {
         let high = high.unwrap_or(match low {
             None => HIGH_WATER,
             Some(l) => 4 * l,
@@ -329,10 +347,7 @@ impl StreamWriter {
         let mut w = slf.borrow_mut();
         let mut error = None;
         let this = &mut *w;
-        loop {
-            let (Some(chunk), Some(fd)) = (this.chunks.front_mut(), this.fd.as_ref()) else {
-                break;
-            };
+        while let (Some(chunk), Some(fd)) = (this.chunks.front_mut(), this.fd.as_ref()) {
             let data = chunk.remaining(py);
             let len = data.len();
             match sys::write(fd, data) {
@@ -375,7 +390,11 @@ impl StreamWriter {
         let py = slf.py();
         let pending = !slf.borrow().chunks.is_empty();
         let exc = if pending {
-            Some(pyo3::exceptions::PyBrokenPipeError::new_err(()).into_value(py).into_any())
+            Some(
+                pyo3::exceptions::PyBrokenPipeError::new_err(())
+                    .into_value(py)
+                    .into_any(),
+            )
         } else {
             None
         };
@@ -422,7 +441,12 @@ impl StreamWriter {
                 visit.call(b)?;
             }
         }
-        for f in self.drain_waiters.iter().chain(&self.close_waiters).chain(&self.notify) {
+        for f in self
+            .drain_waiters
+            .iter()
+            .chain(&self.close_waiters)
+            .chain(&self.notify)
+        {
             visit.call(f)?;
         }
         Ok(())
