@@ -14,6 +14,7 @@ from asyncio import events
 from typing import Any, Optional
 
 from . import _compat, _core
+from ._transports import SubprocessTransport
 from .streams import StreamReader, StreamWriter
 
 __all__ = ("create_subprocess_exec", "create_subprocess_shell")
@@ -34,6 +35,11 @@ class Process(_core.Process):
     stdin: Optional[StreamWriter]
     stdout: Optional[StreamReader]
     stderr: Optional[StreamReader]
+
+    @property
+    def _transport(self) -> SubprocessTransport:
+        # De-facto private surface of asyncio's Process that third-party code uses.
+        return SubprocessTransport(self)
 
 
 def _check_exec_kwargs(kwds: dict[str, Any]) -> None:

@@ -352,6 +352,37 @@ impl StreamReader {
         Ok(())
     }
 
+    /// The pipe transport's `pause_reading()`.
+    fn _pipe_pause(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.pause(py)
+    }
+
+    /// The pipe transport's `resume_reading()`.
+    fn _pipe_resume(slf: &Bound<'_, Self>) -> PyResult<()> {
+        StreamReader::resume(slf)
+    }
+
+    /// The pipe transport's `close()`: stop reading and close the fd. Unlike EOF this does
+    /// not mark the reader at EOF, as with asyncio (the protocol hears `connection_lost`).
+    fn _pipe_close(&mut self, py: Python<'_>) -> PyResult<()> {
+        let had_pipe = self.pipe.is_some();
+        self.close_pipe(py)?;
+        if had_pipe && !self.eof {
+            self.do_feed_eof(py)?;
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn _pipe_fd(&self) -> Option<i32> {
+        self.pipe.as_ref().map(|_| self.pipe_fd)
+    }
+
+    #[getter]
+    fn _pipe_polling(&self) -> bool {
+        self.polling
+    }
+
     #[pyo3(signature = (n = -1))]
     fn read(slf: &Bound<'_, Self>, n: isize) -> Coro {
         Coro::new(ReadOp::new(slf.clone().unbind(), n))

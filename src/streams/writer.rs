@@ -286,6 +286,20 @@ impl StreamWriter {
         self.closing
     }
 
+    /// The transport's `abort()`: drop what is queued and close now.
+    fn _abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        StreamWriter::close_with(slf, None)
+    }
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        (self.low, self.high)
+    }
+
+    #[getter]
+    fn _pipe_fd(&self) -> Option<i32> {
+        self.fd.as_ref().map(|_| self.raw_fd)
+    }
+
     /// Cancel safety: cancelling only stops waiting; queued bytes are still written.
     fn drain(slf: &Bound<'_, Self>) -> Coro {
         Coro::new(DrainOp {
