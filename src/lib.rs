@@ -24,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<streams::reader::StreamReader>()?;
     m.add_class::<streams::writer::StreamWriter>()?;
     m.add_class::<process::Process>()?;
+    m.add_function(wrap_pyfunction!(streams::_register_stream_types, m)?)?;
     // asyncio.create_task()/ensure_future() accept registered Coroutine types.
     py.import("collections.abc")?
         .getattr("Coroutine")?

@@ -61,7 +61,8 @@ impl StreamReader {
         }
     }
 
-    /// A reader that owns and polls the parent end of a pipe.
+    /// A reader that owns and polls the parent end of a pipe, of the Python-facing class
+    /// registered by `rsubprocess.streams` (a subclass of this and asyncio's StreamReader).
     pub fn new_pipe(
         py: Python<'_>,
         loop_: Py<PyAny>,
@@ -69,10 +70,19 @@ impl StreamReader {
         fd: OwnedFd,
     ) -> PyResult<Py<Self>> {
         sys::set_nonblocking(&fd).map_err(|e| errors::os_error(&e))?;
-        let mut r = StreamReader::with_loop(loop_, limit);
-        r.pipe_fd = fd.as_raw_fd();
-        r.pipe = Some(fd);
-        let obj = Py::new(py, r)?;
+        let obj: Py<Self> = match super::READER_TYPE.get(py) {
+            Some(cls) => cls
+                .bind(py)
+                .call1((limit, loop_))?
+                .cast_into::<Self>()?
+                .unbind(),
+            None => Py::new(py, StreamReader::with_loop(loop_, limit))?,
+        };
+        {
+            let mut r = obj.borrow_mut(py);
+            r.pipe_fd = fd.as_raw_fd();
+            r.pipe = Some(fd);
+        }
         StreamReader::start_polling(&obj, py)?;
         Ok(obj)
     }

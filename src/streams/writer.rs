@@ -72,13 +72,11 @@ pub struct StreamWriter {
 }
 
 impl StreamWriter {
-    pub fn new_pipe(py: Python<'_>, loop_: Py<PyAny>, fd: OwnedFd) -> PyResult<Py<Self>> {
-        sys::set_nonblocking(&fd).map_err(|e| errors::os_error(&e))?;
-        let raw_fd = fd.as_raw_fd();
-        let w = StreamWriter {
+    fn with_loop(loop_: Py<PyAny>) -> Self {
+        StreamWriter {
             loop_,
-            fd: Some(fd),
-            raw_fd,
+            fd: None,
+            raw_fd: -1,
             chunks: VecDeque::new(),
             size: 0,
             closing: false,
@@ -93,10 +91,23 @@ impl StreamWriter {
             drain_waiters: Vec::new(),
             close_waiters: Vec::new(),
             notify: Vec::new(),
+        }
+    }
+
+    /// A writer owning the parent end of the child's stdin pipe, of the Python-facing class
+    /// registered by `rsubprocess.streams`.
+    pub fn new_pipe(py: Python<'_>, loop_: Py<PyAny>, fd: OwnedFd) -> PyResult<Py<Self>> {
+        sys::set_nonblocking(&fd).map_err(|e| errors::os_error(&e))?;
+        let raw_fd = fd.as_raw_fd();
+        let obj: Py<Self> = match super::WRITER_TYPE.get(py) {
+            Some(cls) => cls.bind(py).call1((loop_,))?.cast_into::<Self>()?.unbind(),
+            None => Py::new(py, StreamWriter::with_loop(loop_))?,
         };
-        let obj = Py::new(py, w)?;
         let cb = obj.getattr(py, intern!(py, "_on_peer_closed"))?;
         let mut w = obj.borrow_mut(py);
+        w.fd = Some(fd);
+        w.raw_fd = raw_fd;
+        w.closing = false;
         looputil::add_reader(py, &w.loop_, raw_fd, cb)?;
         w.reader_registered = true;
         drop(w);
@@ -260,6 +271,15 @@ impl StreamWriter {
 
 #[pymethods]
 impl StreamWriter {
+    /// Only rsubprocess creates writers (around a pipe it owns); constructed this way the
+    /// writer is bound to `loop` and has no pipe, as if already closed.
+    #[new]
+    #[pyo3(signature = (r#loop))]
+    fn py_new(r#loop: Py<PyAny>) -> Self {
+        let mut w = StreamWriter::with_loop(r#loop);
+        w.closing = true;
+        w
+    }
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         StreamWriter::write_data(slf, data)
     }
