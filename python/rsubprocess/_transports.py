@@ -144,7 +144,7 @@ class SubprocessTransport:
                 pass
 
     async def _wait(self) -> int:
-        return await self._proc.wait()  # type: ignore[no-any-return]
+        return await self._proc.wait()
 
     def __repr__(self) -> str:
         state = (
