@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MATRIX ?= 3.9.18 3.10.13 3.11.7 3.12.1 3.13.0
 PYTEST_ARGS ?=
 
-.PHONY: all venv build demo test test-rust lint test-py test-matrix wheel clean bench
+.PHONY: all venv build demo test test-rust lint test-py test-matrix test-wheel wheel clean bench
 
 all: build
 
@@ -37,11 +37,14 @@ test-py: build
 
 test: build test-rust lint test-py
 
+# manylinux_2_17 (not this machine's glibc 2.36): zig from PyPI links against an old glibc.
 wheel: venv
 	rm -rf dist
-	$(BIN)/maturin build --release -q -o dist
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/maturin build --release -q --zig --compatibility manylinux_2_17 -o dist
 
 # One abi3 wheel, installed into a fresh venv per interpreter, suite run there.
+test-wheel: test-matrix
+
 test-matrix: wheel
 	@set -e; for v in $(MATRIX); do \
 	  prefix=$$(pyenv prefix $$v 2>/dev/null) || { echo "== $$v: not installed, skipped"; continue; }; \
