@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import warnings
-from asyncio import events
+from asyncio import events, tasks
 from typing import Any, Optional
 
 from . import _compat, _core
@@ -135,6 +135,22 @@ def _spawn(
     return proc
 
 
+async def _settle(proc: Process) -> Process:
+    """One loop turn after spawning, where asyncio connects its pipes.
+
+    A task cancelled here kills and reaps the child before ``CancelledError`` propagates,
+    as asyncio's ``_make_subprocess_transport`` does, so no orphan is left behind.
+    """
+    try:
+        await tasks.sleep(0)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        raise
+    return proc
+
+
 def _loop_for(loop: Any) -> Any:
     if loop is None:
         return events.get_event_loop() if _compat.ACCEPTS_LOOP_KWARG else events.get_running_loop()
@@ -155,7 +171,7 @@ if sys.version_info < (3, 10):  # _compat.ACCEPTS_LOOP_KWARG, spelled for mypy
     ) -> Process:
         loop = _loop_for(loop)
         _check_shell_kwargs(cmd, kwds)
-        return _spawn(loop, cmd, True, stdin, stdout, stderr, limit, kwds)
+        return await _settle(_spawn(loop, cmd, True, stdin, stdout, stderr, limit, kwds))
 
     async def create_subprocess_exec(
         program: Any,
@@ -169,7 +185,9 @@ if sys.version_info < (3, 10):  # _compat.ACCEPTS_LOOP_KWARG, spelled for mypy
     ) -> Process:
         loop = _loop_for(loop)
         _check_exec_kwargs(kwds)
-        return _spawn(loop, (program, *args), False, stdin, stdout, stderr, limit, kwds)
+        return await _settle(
+            _spawn(loop, (program, *args), False, stdin, stdout, stderr, limit, kwds)
+        )
 
 else:
 
@@ -183,12 +201,12 @@ else:
     ) -> Process:
         """Run ``cmd`` through the shell; asyncio's ``create_subprocess_shell``.
 
-        Cancel safety: the child is spawned synchronously in the first step, so a task
-        cancelled before it runs spawns nothing, and once spawned the Process is returned.
+        Cancel safety: a task cancelled before its first step spawns nothing; cancelled
+        after the spawn, it kills and reaps the child before ``CancelledError`` propagates.
         """
         loop = events.get_running_loop()
         _check_shell_kwargs(cmd, kwds)
-        return _spawn(loop, cmd, True, stdin, stdout, stderr, limit, kwds)
+        return await _settle(_spawn(loop, cmd, True, stdin, stdout, stderr, limit, kwds))
 
     async def create_subprocess_exec(
         program: Any,
@@ -205,4 +223,6 @@ else:
         """
         loop = events.get_running_loop()
         _check_exec_kwargs(kwds)
-        return _spawn(loop, (program, *args), False, stdin, stdout, stderr, limit, kwds)
+        return await _settle(
+            _spawn(loop, (program, *args), False, stdin, stdout, stderr, limit, kwds)
+        )
