@@ -106,9 +106,7 @@ impl CommunicateOp {
             _ => {}
         }
         for r in &readers {
-            let rb = r.bind(py);
-            rb.borrow_mut().bulk += 1;
-            StreamReader::resume(rb)?;
+            StreamReader::enter_bulk(r.bind(py))?;
         }
         self.readers = readers;
         Ok(())
@@ -134,7 +132,7 @@ impl CommunicateOp {
     fn release_readers(&mut self, py: Python<'_>) {
         for r in std::mem::take(&mut self.readers) {
             if let Ok(mut rb) = r.try_borrow_mut(py) {
-                rb.bulk -= 1;
+                rb.leave_bulk(py);
             }
         }
     }

@@ -24,6 +24,9 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Upper bound on bytes taken from the pipe in one loop callback, so one busy pipe cannot
 /// starve the rest of the loop.
 const MAX_PER_CALLBACK: usize = 4 * 1024 * 1024;
+/// Pipe buffer asked for during bulk reads (the default unprivileged maximum).
+const BULK_PIPE_SIZE: i32 = 1 << 20;
+const BULK_INITIAL: usize = 64 * 1024;
 
 #[pyclass(module = "rsubprocess._core", subclass, weakref)]
 pub struct StreamReader {
@@ -37,6 +40,8 @@ pub struct StreamReader {
     /// Bulk consumers (`read(-1)`, `communicate()`) in progress: they take everything at EOF,
     /// so pausing the pipe would only add wake-ups.
     pub(crate) bulk: u32,
+    /// While a bulk consumer runs on a pipe, bytes go straight into the `bytes` it returns.
+    bulk_out: Option<sys::BytesBuilder>,
     pipe: Option<OwnedFd>,
     pipe_fd: i32,
     polling: bool,
@@ -54,6 +59,7 @@ impl StreamReader {
             waiter: None,
             paused: false,
             bulk: 0,
+            bulk_out: None,
             pipe: None,
             pipe_fd: -1,
             polling: false,
@@ -113,6 +119,46 @@ impl StreamReader {
         let r = self.stop_polling(py);
         self.pipe = None;
         r
+    }
+
+    /// Bytes buffered and not yet consumed, wherever they are held.
+    pub(crate) fn unread_len(&self) -> usize {
+        self.buf.len() + self.bulk_out.as_ref().map_or(0, |b| b.len())
+    }
+
+    /// A bulk consumer (`read(-1)`, `communicate()`) starts: no more flow control, and on a
+    /// pipe the data is read straight into the result (grown pipe buffer, fewer wake-ups).
+    pub(crate) fn enter_bulk(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut r = slf.borrow_mut();
+            r.bulk += 1;
+            if r.bulk == 1 && r.bulk_out.is_none() && !r.eof {
+                if let Some(fd) = &r.pipe {
+                    sys::grow_pipe(fd, BULK_PIPE_SIZE);
+                    let mut out =
+                        sys::BytesBuilder::with_capacity(py, r.buf.len().max(BULK_INITIAL))?;
+                    out.extend(py, r.buf.as_slice())?;
+                    r.buf.clear();
+                    r.bulk_out = Some(out);
+                }
+            }
+        }
+        StreamReader::resume(slf)
+    }
+
+    /// A bulk consumer ends (done or cancelled): whatever it did not take goes back to the
+    /// ordinary buffer, so no byte is lost.
+    pub(crate) fn leave_bulk(&mut self, py: Python<'_>) {
+        self.bulk = self.bulk.saturating_sub(1);
+        if self.bulk == 0 {
+            if let Some(out) = self.bulk_out.take() {
+                let mut rest = ByteBuf::new();
+                rest.extend(out.as_slice(py));
+                rest.extend(self.buf.as_slice());
+                self.buf = rest;
+            }
+        }
     }
 
     pub(crate) fn wake(&mut self, py: Python<'_>) -> PyResult<()> {
@@ -210,6 +256,17 @@ impl StreamReader {
 
     /// Removes everything buffered as one `bytes`, releasing the buffer's memory.
     pub(crate) fn take_all<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        if let Some(mut out) = self.bulk_out.take() {
+            if !self.buf.is_empty() {
+                out.extend(py, self.buf.as_slice())?;
+                self.buf.clear();
+            }
+            if self.bulk > 0 {
+                // Still in bulk mode (e.g. two bulk readers): keep reading into a fresh one.
+                self.bulk_out = Some(sys::BytesBuilder::with_capacity(py, BULK_INITIAL)?);
+            }
+            return out.finish(py);
+        }
         let data = self.buf.take_all();
         sys::bytes_filled(py, data.len(), |dst| dst.copy_from_slice(&data))
     }
@@ -276,7 +333,7 @@ impl StreamReader {
     }
 
     fn at_eof(&self) -> bool {
-        self.eof && self.buf.is_empty()
+        self.eof && self.unread_len() == 0
     }
 
     fn feed_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -316,7 +373,11 @@ impl StreamReader {
         loop {
             let this = &mut *r;
             let Some(fd) = this.pipe.as_ref() else { break };
-            match sys::read_into_spare(fd, this.buf.spare(READ_CHUNK)) {
+            let res = match this.bulk_out.as_mut() {
+                Some(out) => out.read_from(py, fd, READ_CHUNK)?,
+                None => sys::read_into_spare(fd, this.buf.spare(READ_CHUNK)),
+            };
+            match res {
                 Ok(0) => {
                     got_eof = true;
                     break;
@@ -426,7 +487,14 @@ impl StreamReader {
     /// A copy of the unread bytes (CPython's tests inspect `stream._buffer`).
     #[getter]
     fn _buffer<'py>(&self, py: Python<'py>) -> Bound<'py, PyByteArray> {
-        PyByteArray::new(py, self.buf.as_slice())
+        match &self.bulk_out {
+            Some(out) => {
+                let mut all = out.as_slice(py).to_vec();
+                all.extend_from_slice(self.buf.as_slice());
+                PyByteArray::new(py, &all)
+            }
+            None => PyByteArray::new(py, self.buf.as_slice()),
+        }
     }
 
     #[getter]
@@ -463,8 +531,8 @@ impl StreamReader {
         let py = slf.py();
         let r = slf.borrow();
         let mut info = vec![slf.get_type().name()?.to_string()];
-        if !r.buf.is_empty() {
-            info.push(format!("{} bytes", r.buf.len()));
+        if r.unread_len() > 0 {
+            info.push(format!("{} bytes", r.unread_len()));
         }
         if r.eof {
             info.push("eof".into());

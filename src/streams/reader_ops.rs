@@ -54,7 +54,7 @@ impl ReadOp {
     fn unbulk(&mut self, py: Python<'_>) {
         if std::mem::take(&mut self.bulk) {
             if let Ok(mut r) = self.r.try_borrow_mut(py) {
-                r.bulk -= 1;
+                r.leave_bulk(py);
             }
         }
     }
@@ -74,7 +74,7 @@ impl Op for ReadOp {
             }
             if self.n < 0 {
                 self.bulk = true;
-                rb.borrow_mut().bulk += 1;
+                StreamReader::enter_bulk(&rb)?;
             }
         }
         if self.n < 0 {
@@ -85,8 +85,8 @@ impl Op for ReadOp {
                 return Err(e);
             }
             if rb.borrow().eof {
-                self.unbulk(py);
                 let data = rb.borrow_mut().take_all(py)?;
+                self.unbulk(py);
                 StreamReader::maybe_resume(&rb)?;
                 return Ok(Poll::Ready(data.into_any().unbind()));
             }
