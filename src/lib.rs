@@ -3,6 +3,7 @@
 //! Table of contents:
 //! - `bridge`: coroutine-shaped awaitables and loop plumbing
 //! - `streams`: `StreamReader` / `StreamWriter` over pipes (buffer logic in `streams::buffer`)
+//! - `spawn`: native clone + exec that never blocks the loop (`spawn::child` is the child side)
 //! - `process`: `Process` (exit watch, signals, `wait`, `communicate`)
 //! - `errors`: Rust errors -> Python exceptions
 //! - `compat`: per-version switches decided in Rust
@@ -12,6 +13,7 @@ pub mod bridge;
 pub mod compat;
 pub mod errors;
 pub mod process;
+pub mod spawn;
 pub mod streams;
 pub mod sys;
 
@@ -25,6 +27,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<streams::writer::StreamWriter>()?;
     m.add_class::<process::Process>()?;
     m.add_function(wrap_pyfunction!(streams::_register_stream_types, m)?)?;
+    m.add_class::<spawn::SpawnJob>()?;
+    m.add_function(wrap_pyfunction!(spawn::spawn, m)?)?;
+    m.add_function(wrap_pyfunction!(spawn::native_spawn_available, m)?)?;
     // asyncio.create_task()/ensure_future() accept registered Coroutine types.
     py.import("collections.abc")?
         .getattr("Coroutine")?

@@ -5,7 +5,16 @@ from typing import Any, Optional, TypeVar, Union
 
 from typing_extensions import Self, disjoint_base, final
 
-__all__ = ["Coro", "Process", "StreamReader", "StreamWriter", "_register_stream_types"]
+__all__ = [
+    "Coro",
+    "Process",
+    "SpawnJob",
+    "StreamReader",
+    "StreamWriter",
+    "_register_stream_types",
+    "native_spawn_available",
+    "spawn",
+]
 
 _Bytes = Union[bytes, bytearray, memoryview]
 _T = TypeVar("_T")
@@ -104,6 +113,7 @@ class Process:
         stdout_fd: Optional[int],
         stderr_fd: Optional[int],
         limit: int,
+        pidfd: Optional[int] = None,
     ) -> Process: ...
     def _start(self) -> None: ...
     def _on_exit(self) -> None: ...
@@ -128,3 +138,31 @@ class Process:
     def kill(self) -> None: ...
 
 def _register_stream_types(reader: type[StreamReader], writer: type[StreamWriter]) -> None: ...
+
+@final
+class SpawnJob:
+    """A child between clone and exec (native spawn path)."""
+
+    pid: int
+    def wait_exec(self, loop: Any) -> Coro[None]: ...
+    def take_pidfd(self) -> Optional[int]: ...
+    def _kill_and_reap(self) -> None: ...
+    def _finish_blocking(self) -> None: ...
+    def _on_errpipe(self) -> None: ...
+
+def spawn(
+    argv: list[bytes],
+    exec_list: list[bytes],
+    envp: Optional[list[bytes]],
+    cwd: Optional[bytes],
+    fds: tuple[int, int, int],
+    close_fds: bool,
+    keep_fds: list[int],
+    restore_signals: bool,
+    setsid: bool,
+    pgid: int,
+    umask: int,
+    orig_executable: Any,
+    orig_cwd: Any,
+) -> SpawnJob: ...
+def native_spawn_available() -> bool: ...

@@ -6,6 +6,8 @@ so every Popen keyword, error type, errno and filename is exactly the stdlib's.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import subprocess
 import sys
@@ -24,6 +26,7 @@ STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
 
 _DEFAULT_LIMIT = 2**16
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 class Process(_core.Process):
@@ -74,7 +77,135 @@ def _check_common(kwds: dict[str, Any]) -> None:
         raise TypeError(_compat.LOOP_TYPEERROR)
 
 
-def _spawn(
+#: Keywords the native spawn path honours exactly; anything else goes through Popen.
+_NATIVE_KWARGS = frozenset(
+    {
+        "executable",
+        "cwd",
+        "env",
+        "close_fds",
+        "pass_fds",
+        "restore_signals",
+        "start_new_session",
+        "umask",
+        *(("process_group",) if sys.version_info >= (3, 11) else ()),
+    }
+)
+_native_broken = False
+#: A patched ``subprocess.Popen`` (a test's mock, a sandbox's wrapper) is honoured: spawn
+#: through it rather than natively.
+_STDLIB_POPEN = subprocess.Popen
+
+
+def _child_fd(spec: Any, devnull: list[int]) -> Optional[int]:
+    """Popen's ``_get_handles`` for one stream, or None if only Popen can take it."""
+    if spec is None:
+        return -1
+    if spec == DEVNULL:
+        if not devnull:
+            devnull.append(os.open(os.devnull, os.O_RDWR))
+        return devnull[0]
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        return spec
+    return None
+
+
+def _native_eligible(kwds: dict[str, Any]) -> bool:
+    return (
+        not _native_broken
+        and _core.native_spawn_available()
+        and _NATIVE_KWARGS.issuperset(kwds)
+        and subprocess.Popen is _STDLIB_POPEN
+        and os.environ.get("RSUBPROCESS_SPAWN") != "popen"
+    )
+
+
+def _start_native(args: Any, shell: bool, fds: tuple[Any, Any, Any], kwds: dict[str, Any]) -> Any:
+    """Start the child without Popen; None if only Popen can take these arguments.
+
+    Argument handling is Popen's ``_execute_child``, step for step, so errors match.
+    """
+    global _native_broken
+    devnull: list[int] = []
+    try:
+        cfds = [_child_fd(f, devnull) for f in fds[:2]]
+        if fds[2] == STDOUT:
+            out = cfds[1]
+            cfds.append(out if out != -1 else sys.__stdout__.fileno())  # type: ignore[union-attr]
+        else:
+            cfds.append(_child_fd(fds[2], devnull))
+        if cfds[0] is None or cfds[1] is None or cfds[2] is None:
+            return None
+        executable = kwds.get("executable")
+        cwd = kwds.get("cwd")
+        env = kwds.get("env")
+        close_fds = kwds.get("close_fds", True)
+        pass_fds = kwds.get("pass_fds", ())
+        if pass_fds and not close_fds:
+            warnings.warn("pass_fds overriding close_fds.", RuntimeWarning, stacklevel=4)
+            close_fds = True
+        if isinstance(args, (str, bytes)):
+            args = [args]
+        elif isinstance(args, os.PathLike):
+            if shell:
+                raise TypeError("path-like args is not allowed when shell is true")
+            args = [args]
+        else:
+            args = list(args)
+        if shell:
+            args = ["/bin/sh", "-c", *args]
+            if executable:
+                args[0] = executable
+        if executable is None:
+            executable = args[0]
+        sys.audit("subprocess.Popen", executable, args, cwd, env)
+        orig_executable = executable
+        envp = None
+        if env is not None:
+            envp = []
+            for k, v in env.items():
+                k = os.fsencode(k)
+                if b"=" in k:
+                    raise ValueError("illegal environment variable name")
+                envp.append(k + b"=" + os.fsencode(v))
+        executable = os.fsencode(executable)
+        if os.path.dirname(executable):
+            exec_list = [executable]
+        else:
+            exec_list = [os.path.join(os.fsencode(d), executable) for d in os.get_exec_path(env)]
+        keep = sorted({int(fd) for fd in pass_fds})
+        if keep and keep[0] < 0:
+            raise ValueError("bad value(s) in fds_to_keep")
+        argv = [os.fsencode(a) for a in args]
+        pgid = kwds.get("process_group")
+        try:
+            return _core.spawn(
+                argv,
+                exec_list,
+                envp,
+                None if cwd is None else os.fsencode(cwd),
+                (cfds[0], cfds[1], cfds[2]),
+                bool(close_fds),
+                keep,
+                bool(kwds.get("restore_signals", True)),
+                bool(kwds.get("start_new_session", False)),
+                -1 if pgid is None else pgid,
+                kwds.get("umask", -1),
+                orig_executable,
+                cwd,
+            )
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+                # clone(CLONE_PIDFD) unsupported here (kernel < 5.2, seccomp): use Popen.
+                _native_broken = True
+                return None
+            raise
+    finally:
+        for fd in devnull:
+            os.close(fd)
+
+
+async def _create(
     loop: Any,
     args: Any,
     shell: bool,
@@ -88,51 +219,58 @@ def _spawn(
         # asyncio raises this inside connection_made() and returns a Process without streams;
         # raising it here, before anything is spawned, is the documented difference.
         raise ValueError("Limit cannot be <= 0")
-    parent_fds: list[int] = []
+    parent: list[Optional[int]] = [None, None, None]
     child_fds: list[int] = []
+    job = popen = None
     try:
         pipesize = kwds.get("pipesize", -1) if _compat.HAS_PIPESIZE else -1
-
-        def pipe(parent_reads: bool) -> int:
-            r, w = os.pipe()  # O_CLOEXEC on both ends
-            parent, child = (r, w) if parent_reads else (w, r)
-            parent_fds.append(parent)
-            child_fds.append(child)
-            if pipesize is not None and pipesize > 0:
-                import fcntl
-
-                fcntl.fcntl(parent, 1031, pipesize)  # F_SETPIPE_SZ
-            return child
-
-        stdin_fd = stdout_fd = stderr_fd = None
-        if stdin == PIPE:
-            stdin = pipe(parent_reads=False)
-            stdin_fd = parent_fds[-1]
-        if stdout == PIPE:
-            stdout = pipe(parent_reads=True)
-            stdout_fd = parent_fds[-1]
-        if stderr == PIPE:
-            stderr = pipe(parent_reads=True)
-            stderr_fd = parent_fds[-1]
-        popen = subprocess.Popen(
-            args,
-            shell=shell,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            universal_newlines=False,
-            bufsize=0,
-            **kwds,
-        )
+        stdio = [stdin, stdout, stderr]
+        for i in range(3):
+            if stdio[i] == PIPE:
+                r, w = os.pipe()  # O_CLOEXEC on both ends
+                parent[i], stdio[i] = (w, r) if i == 0 else (r, w)
+                child_fds.append(stdio[i])
+                if pipesize is not None and pipesize > 0:
+                    fcntl.fcntl(r, F_SETPIPE_SZ, pipesize)
+        if _native_eligible(kwds):
+            job = _start_native(args, shell, (stdio[0], stdio[1], stdio[2]), kwds)
+        if job is None:
+            popen = subprocess.Popen(
+                args,
+                shell=shell,
+                stdin=stdio[0],
+                stdout=stdio[1],
+                stderr=stdio[2],
+                universal_newlines=False,
+                bufsize=0,
+                **kwds,
+            )
     except BaseException:
-        for fd in parent_fds + child_fds:
-            os.close(fd)
+        for fd in parent + child_fds:
+            if fd is not None:
+                os.close(fd)
         raise
     for fd in child_fds:
         os.close(fd)
-    proc = Process(loop, popen, popen.pid, stdin_fd, stdout_fd, stderr_fd, limit)
+    if job is not None:
+        try:
+            await job.wait_exec(loop)
+        except BaseException:
+            # Exec failed (the child is reaped already), or we were cancelled: no orphan.
+            job._kill_and_reap()
+            for fd in parent:
+                if fd is not None:
+                    os.close(fd)
+            raise
+        proc = Process(
+            loop, None, job.pid, parent[0], parent[1], parent[2], limit, job.take_pidfd()
+        )
+        proc._start()
+        return proc
+    assert popen is not None
+    proc = Process(loop, popen, popen.pid, parent[0], parent[1], parent[2], limit)
     proc._start()
-    return proc
+    return await _settle(proc)
 
 
 async def _settle(proc: Process) -> Process:
@@ -171,7 +309,7 @@ if sys.version_info < (3, 10):  # _compat.ACCEPTS_LOOP_KWARG, spelled for mypy
     ) -> Process:
         loop = _loop_for(loop)
         _check_shell_kwargs(cmd, kwds)
-        return await _settle(_spawn(loop, cmd, True, stdin, stdout, stderr, limit, kwds))
+        return await _create(loop, cmd, True, stdin, stdout, stderr, limit, kwds)
 
     async def create_subprocess_exec(
         program: Any,
@@ -185,9 +323,7 @@ if sys.version_info < (3, 10):  # _compat.ACCEPTS_LOOP_KWARG, spelled for mypy
     ) -> Process:
         loop = _loop_for(loop)
         _check_exec_kwargs(kwds)
-        return await _settle(
-            _spawn(loop, (program, *args), False, stdin, stdout, stderr, limit, kwds)
-        )
+        return await _create(loop, (program, *args), False, stdin, stdout, stderr, limit, kwds)
 
 else:
 
@@ -206,7 +342,7 @@ else:
         """
         loop = events.get_running_loop()
         _check_shell_kwargs(cmd, kwds)
-        return await _settle(_spawn(loop, cmd, True, stdin, stdout, stderr, limit, kwds))
+        return await _create(loop, cmd, True, stdin, stdout, stderr, limit, kwds)
 
     async def create_subprocess_exec(
         program: Any,
@@ -223,6 +359,4 @@ else:
         """
         loop = events.get_running_loop()
         _check_exec_kwargs(kwds)
-        return await _settle(
-            _spawn(loop, (program, *args), False, stdin, stdout, stderr, limit, kwds)
-        )
+        return await _create(loop, (program, *args), False, stdin, stdout, stderr, limit, kwds)

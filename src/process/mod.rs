@@ -139,7 +139,7 @@ impl Process {
 impl Process {
     #[new]
     #[allow(clippy::too_many_arguments)] // mirrors the Python-side call, one value per pipe
-    #[pyo3(signature = (r#loop, popen, pid, stdin_fd, stdout_fd, stderr_fd, limit))]
+    #[pyo3(signature = (r#loop, popen, pid, stdin_fd, stdout_fd, stderr_fd, limit, pidfd = None))]
     fn py_new(
         py: Python<'_>,
         r#loop: Py<PyAny>,
@@ -149,7 +149,9 @@ impl Process {
         stdout_fd: Option<i32>,
         stderr_fd: Option<i32>,
         limit: usize,
+        pidfd: Option<i32>,
     ) -> PyResult<Self> {
+        let pidfd = own(pidfd)?;
         let (fin, fout, ferr) = (own(stdin_fd)?, own(stdout_fd)?, own(stderr_fd)?);
         let stdin = fin
             .map(|fd| StreamWriter::new_pipe(py, r#loop.clone_ref(py), fd))
@@ -164,7 +166,7 @@ impl Process {
             pid,
             loop_: r#loop,
             popen,
-            pidfd: None,
+            pidfd,
             pidfd_registered: false,
             returncode: None,
             usage: None,

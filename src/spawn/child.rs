@@ -1,0 +1,223 @@
+//! What the child does between clone and exec: CPython's `_posixsubprocess.child_exec`, step
+//! for step, for the keywords the native path takes.
+//!
+//! Runs in the child on its own stack while sharing the parent's memory: it only reads the
+//! [`ChildSpec`] the parent prepared, allocates nothing, and calls only `sys::raw`.
+
+use std::ffi::CString;
+
+use crate::sys::raw;
+
+/// Where in the child a failure happened, which decides the `OSError`'s filename.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    /// exec failed: filename is the program.
+    Exec = 0,
+    /// chdir(cwd) failed: filename is cwd.
+    Chdir = 1,
+    /// Anything else before exec: no filename (CPython's "noexec").
+    Setup = 2,
+}
+
+impl Stage {
+    pub fn from_byte(b: u8) -> Stage {
+        match b {
+            0 => Stage::Exec,
+            1 => Stage::Chdir,
+            _ => Stage::Setup,
+        }
+    }
+}
+
+/// Everything the child needs, prepared by the parent (pointers into owned `CString`s).
+pub struct ChildSpec {
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub exec_list: Vec<CString>,
+    pub cwd: Option<CString>,
+    pub stdin: i32,
+    pub stdout: i32,
+    pub stderr: i32,
+    pub close_fds: bool,
+    /// Sorted, inheritable in the child; includes `errpipe_write` (kept, but CLOEXEC).
+    pub keep_fds: Vec<i32>,
+    pub max_fd: i32,
+    pub restore_signals: bool,
+    pub setsid: bool,
+    pub pgid: i32,
+    pub umask: i32,
+    pub errpipe_write: i32,
+    pub old_mask: libc::sigset_t,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the raw pointers point into the CStrings owned by the same struct, which is never
+// mutated after `finish`; it is shared read-only with the child only.
+unsafe impl Send for ChildSpec {}
+// SAFETY: as above.
+unsafe impl Sync for ChildSpec {}
+
+impl ChildSpec {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        argv: Vec<CString>,
+        envp: Vec<CString>,
+        exec_list: Vec<CString>,
+        cwd: Option<CString>,
+        fds: (i32, i32, i32),
+        close_fds: bool,
+        keep_fds: Vec<i32>,
+        restore_signals: bool,
+        setsid: bool,
+        pgid: i32,
+        umask: i32,
+        errpipe_write: i32,
+    ) -> Self {
+        let argv_ptrs = argv
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp_ptrs = envp
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        // The real mask is stored just before clone.
+        let old_mask = crate::sys::empty_sigset();
+        ChildSpec {
+            argv,
+            envp,
+            exec_list,
+            cwd,
+            stdin: fds.0,
+            stdout: fds.1,
+            stderr: fds.2,
+            close_fds,
+            keep_fds,
+            max_fd: crate::sys::max_fd(),
+            restore_signals,
+            setsid,
+            pgid,
+            umask,
+            errpipe_write,
+            old_mask,
+            argv_ptrs,
+            envp_ptrs,
+        }
+    }
+}
+
+fn fail(spec: &ChildSpec, stage: Stage, errno: i32) -> ! {
+    let mut msg = [0u8; 5];
+    msg[0] = stage as u8;
+    msg[1..].copy_from_slice(&errno.to_le_bytes());
+    raw::write_all(spec.errpipe_write, &msg);
+    raw::exit(255)
+}
+
+macro_rules! check {
+    ($spec:expr, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(errno) => fail($spec, Stage::Setup, errno),
+        }
+    };
+}
+
+pub fn run(s: &ChildSpec) -> libc::c_int {
+    for &fd in &s.keep_fds {
+        if fd != s.errpipe_write {
+            check!(s, raw::set_inheritable(fd, true));
+        }
+    }
+    // When a source fd is 0, 1 or 2 it could be overwritten by an earlier dup2 (bpo-12607).
+    let mut c2pwrite = s.stdout;
+    let mut errwrite = s.stderr;
+    if c2pwrite == 0 {
+        c2pwrite = check!(s, raw::dup(c2pwrite));
+    }
+    while errwrite == 0 || errwrite == 1 {
+        errwrite = check!(s, raw::dup(errwrite));
+    }
+    // dup2() clears CLOEXEC; when it would be a no-op we must clear it ourselves (bpo-10806).
+    for (src, dst) in [(s.stdin, 0), (c2pwrite, 1), (errwrite, 2)] {
+        if src == dst {
+            check!(s, raw::set_inheritable(src, true));
+        } else if src != -1 {
+            check!(s, raw::dup2(src, dst));
+        }
+    }
+    if let Some(cwd) = &s.cwd {
+        if let Err(errno) = raw::chdir(cwd.as_ptr()) {
+            fail(s, Stage::Chdir, errno);
+        }
+    }
+    if s.umask >= 0 {
+        raw::umask(s.umask as u32);
+    }
+    // Handlers installed by the parent (Python's C handler among them) must not run here.
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            raw::default_signal(sig, false);
+        }
+    }
+    if s.restore_signals {
+        raw::default_signal(libc::SIGPIPE, true);
+        raw::default_signal(libc::SIGXFSZ, true);
+    }
+    check!(s, raw::set_sigmask(&s.old_mask));
+    if s.setsid {
+        check!(s, raw::setsid());
+    }
+    if s.pgid >= 0 {
+        check!(s, raw::setpgid(s.pgid));
+    }
+    if s.close_fds {
+        close_open_fds(s);
+    }
+    // CPython reports the first error that is not ENOENT/ENOTDIR, else the last one.
+    let mut first_other = 0;
+    let mut last = libc::ENOENT;
+    for exe in &s.exec_list {
+        last = raw::execve(exe.as_ptr(), s.argv_ptrs.as_ptr(), s.envp_ptrs.as_ptr());
+        if last != libc::ENOENT && last != libc::ENOTDIR && first_other == 0 {
+            first_other = last;
+        }
+    }
+    let errno = if first_other != 0 { first_other } else { last };
+    fail(s, Stage::Exec, errno)
+}
+
+/// Closes every fd >= 3 except `keep_fds` (CPython's _close_open_fds).
+fn close_open_fds(s: &ChildSpec) {
+    let mut lo: i64 = 3;
+    let mut ranges_ok = true;
+    for &k in s.keep_fds.iter().chain(std::iter::once(&i32::MAX)) {
+        let k = k as i64;
+        if k < lo {
+            continue;
+        }
+        if k > lo {
+            let hi = if k == i32::MAX as i64 {
+                u32::MAX
+            } else {
+                (k - 1) as u32
+            };
+            if ranges_ok && raw::close_range(lo as u32, hi).is_err() {
+                ranges_ok = false;
+            }
+            if !ranges_ok {
+                let end = (hi as i64).min(s.max_fd as i64);
+                let mut fd = lo;
+                while fd <= end {
+                    raw::close(fd as i32);
+                    fd += 1;
+                }
+            }
+        }
+        lo = k + 1;
+    }
+}

@@ -1,0 +1,322 @@
+//! Native spawning: clone + exec from Rust, without blocking the loop.
+//!
+//! `spawn()` prepares everything in the parent (argv, environment, the PATH candidates, fds),
+//! then `clone(CLONE_VM | CLONE_PIDFD)` *without* `CLONE_VFORK`: the child runs on its own
+//! stack in our memory while the loop thread returns at once. The child's exec closes the
+//! CLOEXEC error pipe; a failure before or in exec writes `(stage, errno)` to it instead.
+//! `SpawnJob.wait_exec()` awaits that pipe from the loop, so no thread is involved and the loop
+//! never stalls on a slow exec (asyncio's Popen and uvloop's spawn stall it for milliseconds).
+//!
+//! What it will not do: `preexec_fn`, `user`/`group`/`extra_groups`, `pipesize` and file
+//! objects stay on the `subprocess.Popen` path, chosen in Python (`rsubprocess/subprocess.py`).
+//! The exec errors are CPython's: the same errno, the same `OSError` subclass and filename.
+
+pub mod child;
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::bridge::{looputil, Coro, Op, Poll};
+use crate::errors;
+use crate::sys;
+use child::{ChildSpec, Stage};
+
+const CHILD_STACK: usize = 256 * 1024;
+
+fn cstrings(items: Vec<Bound<'_, PyBytes>>) -> PyResult<Vec<CString>> {
+    items
+        .into_iter()
+        .map(|b| CString::new(b.as_bytes()).map_err(|_| errors::value_error("embedded null byte")))
+        .collect()
+}
+
+/// A child between clone and exec: owns the spec and stack the child is using.
+#[pyclass(module = "rsubprocess._core")]
+pub struct SpawnJob {
+    #[pyo3(get)]
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+    errpipe: Option<OwnedFd>,
+    spec: Option<Box<ChildSpec>>,
+    stack: Option<sys::ChildStack>,
+    orig_executable: Py<PyAny>,
+    orig_cwd: Py<PyAny>,
+    registered: Option<Py<PyAny>>,
+}
+
+impl SpawnJob {
+    /// The child has exec'd or exited: nothing of ours is in use any more.
+    fn release(&mut self) {
+        self.stack = None;
+        self.spec = None;
+    }
+
+    /// Reads the error pipe to the end; `None` means exec succeeded.
+    fn read_result(&mut self, block: bool) -> Option<Option<(Stage, i32)>> {
+        let fd = self.errpipe.as_ref()?;
+        let mut buf = [0u8; 5];
+        let mut got = 0;
+        loop {
+            let r = if block {
+                sys::read_blocking(fd, &mut buf[got..])
+            } else {
+                sys::read(fd, &mut buf[got..])
+            };
+            match r {
+                Ok(0) => break,
+                Ok(n) => {
+                    got += n;
+                    if got == buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !block => {
+                    if got == 0 {
+                        return None;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.errpipe = None;
+        self.release();
+        Some((got == 5).then(|| {
+            (
+                Stage::from_byte(buf[0]),
+                i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]),
+            )
+        }))
+    }
+
+    fn error(&mut self, py: Python<'_>, stage: Stage, errno: i32) -> PyErr {
+        // The child wrote its error and exit_group(255)s: reap it so no zombie is left.
+        if let Some(fd) = self.pidfd.take() {
+            let _ = sys::reap_blocking(Some(&fd), self.pid);
+        }
+        // CPython 3.13 tells chdir failures ("noexec:chdir") from other pre-exec ones
+        // ("noexec", no filename); before 3.13 every pre-exec failure names cwd (maybe None).
+        let new_style = crate::compat::minor(py) >= 13;
+        let filename = match stage {
+            Stage::Exec => Some(self.orig_executable.clone_ref(py)),
+            Stage::Chdir => Some(self.orig_cwd.clone_ref(py)),
+            Stage::Setup if new_style => None,
+            Stage::Setup => Some(self.orig_cwd.clone_ref(py)),
+        };
+        let msg = sys::strerror(errno);
+        match filename {
+            Some(f) => pyo3::exceptions::PyOSError::new_err((errno, msg, f)),
+            None => pyo3::exceptions::PyOSError::new_err((errno, msg)),
+        }
+    }
+}
+
+impl Drop for SpawnJob {
+    fn drop(&mut self) {
+        // The child may still be running on our stack and reading our spec: wait for its exec
+        // (or exit) before freeing them. This is short (until exec), and only happens when the
+        // awaiting task went away.
+        if self.stack.is_some() {
+            let _ = self.read_result(true);
+        }
+    }
+}
+
+#[pymethods]
+impl SpawnJob {
+    /// Await the child's exec. Raises the `OSError` Popen would raise if it failed.
+    ///
+    /// Cancel safety: cancelling stops waiting only; the caller kills and reaps the child.
+    fn wait_exec(slf: &Bound<'_, Self>, r#loop: Py<PyAny>) -> Coro {
+        Coro::new(ExecWaitOp {
+            job: slf.clone().unbind(),
+            loop_: r#loop,
+            fut: None,
+        })
+    }
+
+    /// Hands the pidfd over (to the `Process`).
+    fn take_pidfd(&mut self) -> Option<i32> {
+        self.pidfd.take().map(|fd| fd.into_raw_fd())
+    }
+
+    /// Kills the child and reaps it (a cancelled spawn: no orphan, no zombie).
+    fn _kill_and_reap(&mut self) {
+        if let Some(fd) = self.pidfd.take() {
+            let _ = sys::pidfd_send_signal(&fd, libc::SIGKILL);
+            let _ = self.read_result(true);
+            let _ = sys::reap_blocking(Some(&fd), self.pid);
+        }
+    }
+
+    /// Blocks until the child exec'd or failed (for synchronous cleanup paths).
+    fn _finish_blocking(&mut self, py: Python<'_>) -> PyResult<()> {
+        if let Some(Some((stage, errno))) = self.read_result(true) {
+            return Err(self.error(py, stage, errno));
+        }
+        Ok(())
+    }
+
+    fn _on_errpipe(&mut self, py: Python<'_>) -> PyResult<()> {
+        if let Some(fut) = self.registered.take() {
+            looputil::resolve(py, &fut, py.None())?;
+        }
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.orig_executable)?;
+        visit.call(&self.orig_cwd)?;
+        if let Some(f) = &self.registered {
+            visit.call(f)?;
+        }
+        Ok(())
+    }
+}
+
+struct ExecWaitOp {
+    job: Py<SpawnJob>,
+    loop_: Py<PyAny>,
+    fut: Option<Py<PyAny>>,
+}
+
+impl ExecWaitOp {
+    fn unregister(&mut self, py: Python<'_>) {
+        if self.fut.take().is_some() {
+            if let Ok(mut j) = self.job.try_borrow_mut(py) {
+                j.registered = None;
+                if let Some(fd) = &j.errpipe {
+                    if !looputil::is_closed(py, &self.loop_) {
+                        let _ = looputil::remove_reader(py, &self.loop_, fd.as_raw_fd());
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Op for ExecWaitOp {
+    fn poll(&mut self, py: Python<'_>) -> PyResult<Poll> {
+        self.unregister(py);
+        let mut j = self.job.borrow_mut(py);
+        match j.read_result(false) {
+            Some(None) => Ok(Poll::Ready(py.None())),
+            Some(Some((stage, errno))) => Err(j.error(py, stage, errno)),
+            None => {
+                let fd = j.errpipe.as_ref().expect("pending").as_raw_fd();
+                let fut = looputil::create_future(py, &self.loop_)?;
+                j.registered = Some(fut.clone_ref(py));
+                drop(j);
+                let cb = self.job.getattr(py, intern!(py, "_on_errpipe"))?;
+                looputil::add_reader(py, &self.loop_, fd, cb)?;
+                self.fut = Some(fut.clone_ref(py));
+                Ok(Poll::Wait(fut))
+            }
+        }
+    }
+
+    fn abort(&mut self, py: Python<'_>) {
+        self.unregister(py);
+    }
+
+    fn name(&self) -> &'static str {
+        "SpawnJob.wait_exec"
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.job)?;
+        visit.call(&self.loop_)
+    }
+}
+
+/// Starts a child natively. Arguments are already validated and encoded by the caller
+/// (`rsubprocess.subprocess._spawn_native`), exactly as Popen would have.
+#[pyfunction]
+#[pyo3(signature = (argv, exec_list, envp, cwd, fds, close_fds, keep_fds, restore_signals, setsid, pgid, umask, orig_executable, orig_cwd))]
+#[allow(clippy::too_many_arguments)]
+pub fn spawn(
+    py: Python<'_>,
+    argv: Vec<Bound<'_, PyBytes>>,
+    exec_list: Vec<Bound<'_, PyBytes>>,
+    envp: Option<Vec<Bound<'_, PyBytes>>>,
+    cwd: Option<Bound<'_, PyBytes>>,
+    fds: (i32, i32, i32),
+    close_fds: bool,
+    mut keep_fds: Vec<i32>,
+    restore_signals: bool,
+    setsid: bool,
+    pgid: i32,
+    umask: i32,
+    orig_executable: Py<PyAny>,
+    orig_cwd: Py<PyAny>,
+) -> PyResult<SpawnJob> {
+    let argv = cstrings(argv)?;
+    let exec_list = cstrings(exec_list)?;
+    let envp = match envp {
+        Some(e) => cstrings(e)?,
+        // Snapshot our environment: the parent may change it while the child runs.
+        None => std::env::vars_os()
+            .filter_map(|(k, v)| {
+                use std::os::unix::ffi::OsStrExt;
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv).ok()
+            })
+            .collect(),
+    };
+    let cwd = cwd
+        .map(|c| CString::new(c.as_bytes()).map_err(|_| errors::value_error("embedded null byte")))
+        .transpose()?;
+    let (err_r, err_w) = sys::pipe_cloexec().map_err(|e| errors::os_error(&e))?;
+    keep_fds.push(err_w.as_raw_fd());
+    keep_fds.sort_unstable();
+    keep_fds.dedup();
+    let mut spec = Box::new(ChildSpec::new(
+        argv,
+        envp,
+        exec_list,
+        cwd,
+        fds,
+        close_fds,
+        keep_fds,
+        restore_signals,
+        setsid,
+        pgid,
+        umask,
+        err_w.as_raw_fd(),
+    ));
+    let stack = sys::ChildStack::new(CHILD_STACK).map_err(|e| errors::os_error(&e))?;
+    let old = sys::block_all_signals();
+    spec.old_mask = old;
+    let res = py.detach(|| {
+        sys::clone_vm(
+            &stack,
+            sys::child_trampoline,
+            &*spec as *const ChildSpec as *const libc::c_void,
+        )
+    });
+    sys::restore_signals(&old);
+    drop(err_w);
+    let (pid, pidfd) = res.map_err(|e| errors::os_error(&e))?;
+    sys::set_nonblocking(&err_r).map_err(|e| errors::os_error(&e))?;
+    Ok(SpawnJob {
+        pid,
+        pidfd: Some(pidfd),
+        errpipe: Some(err_r),
+        spec: Some(spec),
+        stack: Some(stack),
+        orig_executable,
+        orig_cwd,
+        registered: None,
+    })
+}
+
+/// Whether the native path exists on this build (architecture with raw child calls).
+#[pyfunction]
+pub fn native_spawn_available() -> bool {
+    sys::NATIVE_SPAWN
+}
