@@ -24,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<bridge::Coro>()?;
     m.add_class::<streams::reader::StreamReader>()?;
+    m.add_class::<streams::reader::LineIter>()?;
     m.add_class::<streams::writer::StreamWriter>()?;
     m.add_class::<process::Process>()?;
     m.add_function(wrap_pyfunction!(streams::_register_stream_types, m)?)?;

@@ -138,12 +138,36 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Resource usage of a reaped child, as `waitid(2)` reported it.
+/// Resource usage of a reaped child, as `waitid(2)` reported it: the 16 fields of
+/// `resource.struct_rusage`, in its order.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Usage {
     pub utime: f64,
     pub stime: f64,
-    pub maxrss: i64,
+    pub rest: [i64; 14],
+}
+
+fn usage_from(ru: &libc::rusage) -> Usage {
+    Usage {
+        utime: ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 * 1e-6,
+        stime: ru.ru_stime.tv_sec as f64 + ru.ru_stime.tv_usec as f64 * 1e-6,
+        rest: [
+            ru.ru_maxrss,
+            ru.ru_ixrss,
+            ru.ru_idrss,
+            ru.ru_isrss,
+            ru.ru_minflt,
+            ru.ru_majflt,
+            ru.ru_nswap,
+            ru.ru_inblock,
+            ru.ru_oublock,
+            ru.ru_msgsnd,
+            ru.ru_msgrcv,
+            ru.ru_nsignals,
+            ru.ru_nvcsw,
+            ru.ru_nivcsw,
+        ],
+    }
 }
 
 const P_PIDFD: libc::c_long = 3;
@@ -207,11 +231,7 @@ pub fn reap_nohang(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<Option<(i32,
     if si_pid == 0 {
         return Ok(None);
     }
-    let usage = Usage {
-        utime: ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 * 1e-6,
-        stime: ru.ru_stime.tv_sec as f64 + ru.ru_stime.tv_usec as f64 * 1e-6,
-        maxrss: ru.ru_maxrss,
-    };
+    let usage = usage_from(&ru);
     Ok(Some((
         returncode_from_siginfo(info.si_code, si_status),
         usage,
@@ -533,6 +553,24 @@ pub mod raw {
         res(raw6(
             libc::SYS_close_range,
             [lo as usize, hi as usize, 0, 0, 0, 0],
+        ))
+        .map(drop)
+    }
+    pub fn set_pdeathsig(sig: i32) -> Result<(), i32> {
+        res(raw6(
+            libc::SYS_prctl,
+            [libc::PR_SET_PDEATHSIG as usize, sig as usize, 0, 0, 0, 0],
+        ))
+        .map(drop)
+    }
+    pub fn getppid() -> i32 {
+        raw6(libc::SYS_getppid, [0; 6]) as i32
+    }
+    pub fn setrlimit(resource: i32, soft: u64, hard: u64) -> Result<(), i32> {
+        let new = [soft, hard];
+        res(raw6(
+            libc::SYS_prlimit64,
+            [0, resource as usize, new.as_ptr() as usize, 0, 0, 0],
         ))
         .map(drop)
     }

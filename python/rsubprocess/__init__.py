@@ -1,6 +1,7 @@
 """rsubprocess: ``asyncio.subprocess`` reimplemented in Rust, as a drop-in replacement."""
 
 from ._patch import install, installed, uninstall
+from ._run import run
 from .streams import StreamReader, StreamWriter
 from .subprocess import (
     DEVNULL,
@@ -24,5 +25,6 @@ __all__ = (
     "create_subprocess_shell",
     "install",
     "installed",
+    "run",
     "uninstall",
 )

@@ -24,3 +24,7 @@ LOOP_TYPEERROR = (
     if PY >= (3, 10)
     else "__init__() got multiple values for argument 'loop'"
 )
+
+#: 3.12+: ``communicate()`` closes stdin even without input, and ignores input without a stdin
+#: pipe (older versions leave stdin open, and raise AttributeError for the input).
+COMMUNICATE_CLOSES_STDIN = PY >= (3, 12)

@@ -6,16 +6,18 @@ so every Popen keyword, error type, errno and filename is exactly the stdlib's.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 import warnings
 from asyncio import events, tasks
 from typing import Any, Optional
 
-from . import _compat, _core
+from . import _compat, _core, _extras
 from ._transports import SubprocessTransport
 from .streams import StreamReader, StreamWriter
 
@@ -39,10 +41,102 @@ class Process(_core.Process):
     stdout: Optional[StreamReader]
     stderr: Optional[StreamReader]
 
+    #: The command, as ``Popen.args``.
+    args: Any = None
+    _comm_started = False
+
     @property
     def _transport(self) -> SubprocessTransport:
         # De-facto private surface of asyncio's Process that third-party code uses.
         return SubprocessTransport(self)
+
+    def wait(self, timeout: Optional[float] = None) -> Any:
+        """Wait for the child to exit; return its returncode.
+
+        Returns at exit, even if a grandchild keeps a pipe open. With ``timeout`` (seconds),
+        raises :class:`subprocess.TimeoutExpired` if the child is still running then; the
+        child keeps running. Cancel safety: cancelling stops waiting only.
+        """
+        if timeout is None:
+            return _core.Process.wait(self)
+        return self._wait_timeout(timeout)
+
+    async def _wait_timeout(self, timeout: Any) -> int:
+        t = _extras.check_timeout(timeout)
+        if self.returncode is not None:
+            return self.returncode
+        try:
+            return await asyncio.wait_for(_core.Process.wait(self), t)
+        except asyncio.TimeoutError:
+            raise subprocess.TimeoutExpired(self.args, timeout) from None
+
+    def communicate(self, input: Any = None, timeout: Optional[float] = None) -> Any:
+        """Send ``input``, read stdout and stderr to EOF, wait for exit: ``(stdout, stderr)``.
+
+        With ``timeout``: :class:`subprocess.TimeoutExpired` whose ``stdout``/``stderr`` hold
+        what was read so far; nothing is lost, and a later ``communicate()`` returns all the
+        output, that part included (as ``Popen.communicate``). The child keeps running.
+
+        Cancel safety: input is queued and stdin closed at the start, so cancelling does not
+        un-send it; output read so far stays buffered for a later ``read()``/``communicate()``.
+        """
+        if timeout is None and not self._comm_started:
+            return _core.Process.communicate(self, input)
+        return self._communicate_timeout(input, timeout)
+
+    async def _communicate_timeout(self, input: Any, timeout: Any) -> Any:
+        t = _extras.check_timeout(timeout)
+        if not self._comm_started:
+            self._comm_started = True
+            # Feed now, before any timer runs, so even timeout=0 sends the input.
+            if input is not None and self.stdin is None and not _compat.COMMUNICATE_CLOSES_STDIN:
+                raise AttributeError("'NoneType' object has no attribute 'write'")
+            if self.stdin is not None and (input is not None or _compat.COMMUNICATE_CLOSES_STDIN):
+                if input is not None:
+                    self.stdin.write(input)
+                self.stdin.close()
+        elif input is not None:
+            raise ValueError("Cannot send input after starting communication")
+        inner = _core.Process.communicate(self, None)
+        if t is None:
+            return await inner
+        try:
+            return await asyncio.wait_for(inner, t)
+        except asyncio.TimeoutError:
+            raise subprocess.TimeoutExpired(
+                self.args, timeout, output=_unread(self.stdout), stderr=_unread(self.stderr)
+            ) from None
+
+    async def __aenter__(self) -> Process:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Normal exit: close the pipes and wait (as ``Popen.__exit__``). Exception or
+        cancellation: kill the child and its descendants, reap, re-raise."""
+        if exc_type is None:
+            try:
+                for r in (self.stdout, self.stderr):
+                    if r is not None:
+                        r._pipe_close()
+                if self.stdin is not None:
+                    self.stdin.close()
+                await self.wait()
+                return
+            except BaseException:
+                await self._kill_and_reap()
+                raise
+        await self._kill_and_reap()
+
+    async def _kill_and_reap(self) -> None:
+        if self.returncode is None:
+            self.kill_tree(signal.SIGKILL)
+        # SIGKILL cannot be caught: this wait is short; shielded so a second cancel cannot
+        # leave the child unreaped.
+        await asyncio.shield(_core.Process.wait(self))
+
+
+def _unread(reader: Optional[StreamReader]) -> Optional[bytes]:
+    return None if reader is None else bytes(reader._buffer)
 
 
 def _check_exec_kwargs(kwds: dict[str, Any]) -> None:
@@ -120,7 +214,14 @@ def _native_eligible(kwds: dict[str, Any]) -> bool:
     )
 
 
-def _start_native(args: Any, shell: bool, fds: tuple[Any, Any, Any], kwds: dict[str, Any]) -> Any:
+def _start_native(
+    args: Any,
+    shell: bool,
+    fds: tuple[Any, Any, Any],
+    kwds: dict[str, Any],
+    pdeathsig: int = 0,
+    rlimits: Optional[list[tuple[int, int, int]]] = None,
+) -> Any:
     """Start the child without Popen; None if only Popen can take these arguments.
 
     Argument handling is Popen's ``_execute_child``, step for step, so errors match.
@@ -193,6 +294,8 @@ def _start_native(args: Any, shell: bool, fds: tuple[Any, Any, Any], kwds: dict[
                 kwds.get("umask", -1),
                 orig_executable,
                 cwd,
+                pdeathsig,
+                rlimits or [],
             )
         except OSError as exc:
             if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
@@ -219,6 +322,8 @@ async def _create(
         # asyncio raises this inside connection_made() and returns a Process without streams;
         # raising it here, before anything is spawned, is the documented difference.
         raise ValueError("Limit cannot be <= 0")
+    pdeathsig = _extras.check_pdeathsig(kwds.pop("pdeathsig", None))
+    rlimits = _extras.check_rlimits(kwds.pop("rlimits", None))
     parent: list[Optional[int]] = [None, None, None]
     child_fds: list[int] = []
     job = popen = None
@@ -233,8 +338,14 @@ async def _create(
                 if pipesize is not None and pipesize > 0:
                     fcntl.fcntl(r, F_SETPIPE_SZ, pipesize)
         if _native_eligible(kwds):
-            job = _start_native(args, shell, (stdio[0], stdio[1], stdio[2]), kwds)
+            job = _start_native(
+                args, shell, (stdio[0], stdio[1], stdio[2]), kwds, pdeathsig, rlimits
+            )
         if job is None:
+            if pdeathsig or rlimits:
+                kwds["preexec_fn"] = _extras.setup_preexec(
+                    pdeathsig, rlimits, kwds.get("preexec_fn")
+                )
             popen = subprocess.Popen(
                 args,
                 shell=shell,
@@ -266,10 +377,12 @@ async def _create(
             loop, None, job.pid, parent[0], parent[1], parent[2], limit, job.take_pidfd()
         )
         proc._start()
+        proc.args = args  # as Popen.args: the arguments as given
         return proc
     assert popen is not None
     proc = Process(loop, popen, popen.pid, parent[0], parent[1], parent[2], limit)
     proc._start()
+    proc.args = popen.args
     return await _settle(proc)
 
 

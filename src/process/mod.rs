@@ -7,6 +7,7 @@
 //! Signals go through the pidfd, so a reaped (and possibly recycled) pid is never signalled.
 
 pub mod ops;
+pub mod tree;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -262,6 +263,54 @@ impl Process {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
             Err(e) => Err(errors::os_error(&e)),
         }
+    }
+
+    /// Sends `sig` to the child and every descendant still in its tree (see `process::tree`);
+    /// returns how many processes were signalled (0 once the child was reaped).
+    #[pyo3(signature = (sig = None))]
+    fn kill_tree(&self, py: Python<'_>, sig: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+        let sig: i32 = match sig {
+            Some(s) => s.call_method0(intern!(py, "__index__"))?.extract()?,
+            None => libc::SIGKILL,
+        };
+        if self.returncode.is_some() {
+            return Ok(0);
+        }
+        if !(1..=64).contains(&sig) {
+            return Err(errors::os_error_from(libc::EINVAL));
+        }
+        let send_root = |s: i32| match &self.pidfd {
+            Some(fd) => sys::pidfd_send_signal(fd, s),
+            None => sys::kill(self.pid, s),
+        };
+        if send_root(libc::SIGSTOP).is_err() {
+            return Ok(0);
+        }
+        let pid = self.pid;
+        let n = py.detach(|| tree::signal_descendants(pid, sig, &|p, s| sys::kill(p, s).is_ok()));
+        let root_ok = send_root(sig).is_ok();
+        let _ = send_root(libc::SIGCONT);
+        Ok(n + usize::from(root_ok))
+    }
+
+    /// `resource.struct_rusage` of the child, gathered when it was reaped; None before.
+    #[getter]
+    fn rusage(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let Some(u) = self.usage else { return Ok(None) };
+        let mut fields: Vec<Py<PyAny>> = vec![
+            u.utime.into_pyobject(py)?.into_any().unbind(),
+            u.stime.into_pyobject(py)?.into_any().unbind(),
+        ];
+        for v in u.rest {
+            fields.push(v.into_pyobject(py)?.into_any().unbind());
+        }
+        let cls = py
+            .import(intern!(py, "resource"))?
+            .getattr(intern!(py, "struct_rusage"))?;
+        Ok(Some(
+            cls.call1((pyo3::types::PyTuple::new(py, fields)?,))?
+                .unbind(),
+        ))
     }
 
     fn terminate(&self, py: Python<'_>) -> PyResult<()> {

@@ -49,6 +49,12 @@ pub struct ChildSpec {
     pub umask: i32,
     pub errpipe_write: i32,
     pub old_mask: libc::sigset_t,
+    /// Signal to receive when the parent dies (0: none), and the parent's pid to check
+    /// against, so a parent that died before `prctl` is not missed.
+    pub pdeathsig: i32,
+    pub parent_pid: i32,
+    /// (resource, soft, hard), applied with prlimit before exec.
+    pub rlimits: Vec<(i32, u64, u64)>,
     argv_ptrs: Vec<*const libc::c_char>,
     envp_ptrs: Vec<*const libc::c_char>,
 }
@@ -104,6 +110,9 @@ impl ChildSpec {
             umask,
             errpipe_write,
             old_mask,
+            pdeathsig: 0,
+            parent_pid: std::process::id() as i32,
+            rlimits: Vec::new(),
             argv_ptrs,
             envp_ptrs,
         }
@@ -174,6 +183,16 @@ pub fn run(s: &ChildSpec) -> libc::c_int {
     }
     if s.pgid >= 0 {
         check!(s, raw::setpgid(s.pgid));
+    }
+    for &(res, soft, hard) in &s.rlimits {
+        check!(s, raw::setrlimit(res, soft, hard));
+    }
+    if s.pdeathsig != 0 {
+        check!(s, raw::set_pdeathsig(s.pdeathsig));
+        if raw::getppid() != s.parent_pid {
+            // The parent died before prctl took effect: act as if the signal arrived.
+            raw::exit(128 + s.pdeathsig);
+        }
     }
     if s.close_fds {
         close_open_fds(s);

@@ -235,7 +235,7 @@ impl Op for ExecWaitOp {
 /// Starts a child natively. Arguments are already validated and encoded by the caller
 /// (`rsubprocess.subprocess._spawn_native`), exactly as Popen would have.
 #[pyfunction]
-#[pyo3(signature = (argv, exec_list, envp, cwd, fds, close_fds, keep_fds, restore_signals, setsid, pgid, umask, orig_executable, orig_cwd))]
+#[pyo3(signature = (argv, exec_list, envp, cwd, fds, close_fds, keep_fds, restore_signals, setsid, pgid, umask, orig_executable, orig_cwd, pdeathsig = 0, rlimits = Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     py: Python<'_>,
@@ -252,6 +252,8 @@ pub fn spawn(
     umask: i32,
     orig_executable: Py<PyAny>,
     orig_cwd: Py<PyAny>,
+    pdeathsig: i32,
+    rlimits: Vec<(i32, u64, u64)>,
 ) -> PyResult<SpawnJob> {
     let argv = cstrings(argv)?;
     let exec_list = cstrings(exec_list)?;
@@ -289,6 +291,8 @@ pub fn spawn(
         umask,
         err_w.as_raw_fd(),
     ));
+    spec.pdeathsig = pdeathsig;
+    spec.rlimits = rlimits;
     let stack = sys::ChildStack::new(CHILD_STACK).map_err(|e| errors::os_error(&e))?;
     let old = sys::block_all_signals();
     spec.old_mask = old;

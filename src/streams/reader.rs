@@ -480,6 +480,23 @@ impl StreamReader {
         slf
     }
 
+    /// Lines without the 64 KiB limit (or with `max_line`), each with its `b"\n"` (the last
+    /// may lack it). A line over `max_line` raises `LimitOverrunError` and stays buffered.
+    #[pyo3(signature = (max_line = None))]
+    fn lines(slf: &Bound<'_, Self>, max_line: Option<isize>) -> PyResult<LineIter> {
+        if let Some(m) = max_line {
+            if m <= 0 {
+                return Err(errors::value_error(
+                    "max_line must be a positive integer or None",
+                ));
+            }
+        }
+        Ok(LineIter {
+            r: slf.clone().unbind(),
+            max_line: max_line.map(|m| m as usize),
+        })
+    }
+
     fn __anext__(slf: &Bound<'_, Self>) -> Coro {
         Coro::new(ReadUntilOp::readline(slf.clone().unbind(), true))
     }
@@ -566,5 +583,28 @@ impl StreamReader {
             visit.call(o)?;
         }
         visit.call(&self.loop_)
+    }
+}
+
+/// The async iterator `StreamReader.lines()` returns.
+#[pyclass(module = "rsubprocess._core")]
+pub struct LineIter {
+    r: Py<StreamReader>,
+    max_line: Option<usize>,
+}
+
+#[pymethods]
+impl LineIter {
+    fn __aiter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// Cancel safety: nothing is consumed until a line is returned.
+    fn __anext__(&self, py: Python<'_>) -> Coro {
+        Coro::new(ReadUntilOp::lines(self.r.clone_ref(py), self.max_line))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.r)
     }
 }

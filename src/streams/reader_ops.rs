@@ -205,6 +205,9 @@ enum LineMode {
     Until,
     Line,
     Anext,
+    /// `lines()`: like `__anext__`, with its own limit (or none) and no data dropped on
+    /// overrun (LimitOverrunError, buffer untouched).
+    Lines,
 }
 
 pub struct ReadUntilOp {
@@ -214,10 +217,17 @@ pub struct ReadUntilOp {
     offset: usize,
     started: bool,
     mode: LineMode,
+    limit: Option<usize>,
     fut: Option<Py<PyAny>>,
 }
 
 impl ReadUntilOp {
+    pub fn lines(r: Py<StreamReader>, max_line: Option<usize>) -> Self {
+        let mut op = Self::make(r, Separators::newline(), LineMode::Lines);
+        op.limit = Some(max_line.unwrap_or(usize::MAX - 1));
+        op
+    }
+
     pub fn readuntil(r: Py<StreamReader>, seps: Result<Separators, SepError>) -> Self {
         Self::make(r, seps, LineMode::Until)
     }
@@ -239,13 +249,14 @@ impl ReadUntilOp {
             offset: 0,
             started: false,
             mode,
+            limit: None,
             fut: None,
         }
     }
 
     fn overrun(&self, rb: &Bound<'_, StreamReader>, msg: &str, consumed: usize) -> PyResult<Poll> {
         let py = rb.py();
-        if self.mode == LineMode::Until {
+        if matches!(self.mode, LineMode::Until | LineMode::Lines) {
             return Err(errors::limit_overrun(py, msg, consumed));
         }
         {
@@ -285,7 +296,15 @@ impl Op for ReadUntilOp {
         let (res, eof) = {
             let r = rb.borrow();
             let seps: Vec<&[u8]> = self.parsed.iter().map(|s| s.as_slice()).collect();
-            (search(r.buf.as_slice(), &seps, self.offset, r.limit), r.eof)
+            (
+                search(
+                    r.buf.as_slice(),
+                    &seps,
+                    self.offset,
+                    self.limit.unwrap_or(r.limit),
+                ),
+                r.eof,
+            )
         };
         match res {
             Search::Found { end } => {
@@ -309,7 +328,7 @@ impl Op for ReadUntilOp {
                     let partial = rb.borrow_mut().take_all(py)?;
                     return match self.mode {
                         LineMode::Until => Err(errors::incomplete_read(py, partial, None)),
-                        LineMode::Anext if partial.as_bytes().is_empty() => {
+                        LineMode::Anext | LineMode::Lines if partial.as_bytes().is_empty() => {
                             Err(PyStopAsyncIteration::new_err(()))
                         }
                         _ => Ok(Poll::Ready(partial.into_any().unbind())),
@@ -331,6 +350,7 @@ impl Op for ReadUntilOp {
             LineMode::Until => "StreamReader.readuntil",
             LineMode::Line => "StreamReader.readline",
             LineMode::Anext => "StreamReader.__anext__",
+            LineMode::Lines => "StreamReader.lines",
         }
     }
 
