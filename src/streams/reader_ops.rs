@@ -126,7 +126,10 @@ impl Op for ReadOp {
 }
 
 /// The separator(s) of a `readuntil()` call, or the error asyncio would raise for them.
+/// An empty list stands for the default `b"\n"` (no allocation on the readline hot path).
 pub struct Separators(Vec<Vec<u8>>);
+
+const NEWLINE: &[&[u8]] = &[b"\n"];
 
 pub enum SepError {
     /// Raised before the stored-exception check (`len()` and emptiness checks).
@@ -137,7 +140,7 @@ pub enum SepError {
 
 impl Separators {
     pub fn newline() -> Result<Self, SepError> {
-        Ok(Separators(vec![b"\n".to_vec()]))
+        Ok(Separators(Vec::new()))
     }
 
     pub fn parse(obj: &Bound<'_, PyAny>) -> Result<Self, SepError> {
@@ -295,16 +298,14 @@ impl Op for ReadUntilOp {
         }
         let (res, eof) = {
             let r = rb.borrow();
-            let seps: Vec<&[u8]> = self.parsed.iter().map(|s| s.as_slice()).collect();
-            (
-                search(
-                    r.buf.as_slice(),
-                    &seps,
-                    self.offset,
-                    self.limit.unwrap_or(r.limit),
-                ),
-                r.eof,
-            )
+            let limit = self.limit.unwrap_or(r.limit);
+            let found = if self.parsed.is_empty() {
+                search(r.buf.as_slice(), NEWLINE, self.offset, limit)
+            } else {
+                let seps: Vec<&[u8]> = self.parsed.iter().map(|s| s.as_slice()).collect();
+                search(r.buf.as_slice(), &seps, self.offset, limit)
+            };
+            (found, r.eof)
         };
         match res {
             Search::Found { end } => {
