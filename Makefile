@@ -55,8 +55,17 @@ test-matrix: wheel
 	  (cd tests/.. && $$env/bin/python -X dev -m pytest -q -p no:cacheprovider --import-mode=importlib $(PYTEST_ARGS)) || exit 1; \
 	done
 
+# Side-by-side benchmark (issue 6): table + plot into benches/results/. E.g.
+# `make bench BENCH_ARGS="--scale 8 --reps 3"`; `make bench-smoke` is the tiny CI-sized run.
+BENCH_ARGS ?=
 bench: build
-	$(BIN)/python benches/demo.py
+	$(BIN)/pip install -q --disable-pip-version-check -r benches/requirements.txt
+	$(BIN)/python benches/bench.py $(BENCH_ARGS)
+
+.PHONY: bench-smoke
+bench-smoke: build
+	$(BIN)/pip install -q --disable-pip-version-check -r benches/requirements.txt
+	$(BIN)/python benches/bench.py --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf target dist $(VENV) .venv-*
