@@ -23,6 +23,7 @@ import gc
 import os
 import signal
 import types
+import warnings
 from typing import Any
 
 import pytest
@@ -35,8 +36,12 @@ from tests.helpers import (
     load_rsubprocess,
     open_fds,
     run_on_new_loop,
+    swallow_unraisable,
+    thread_count,
     wait_until,
 )
+
+pytest_plugins = ["pytester"]  # tests/test_harness.py
 
 IMPLS = ("asyncio", "rsubprocess")
 LOOPS = ("asyncio", "uvloop")
@@ -139,32 +144,44 @@ def run(loop_kind: str):
 # --- leak checks ---------------------------------------------------------------------------------
 
 
-def _rsubprocess_warm_up() -> None:
-    """Create the process-lifetime resources rsubprocess makes lazily (runtime, ...) before any
-    test takes its fd baseline, so that only per-test leaks show up."""
-    try:
-        rs = load_rsubprocess()
-    except ImportError:
-        return
-
-    async def work() -> None:
-        proc = await rs.create_subprocess_exec(
-            "cat", stdin=rs.PIPE, stdout=rs.PIPE, stderr=rs.PIPE
-        )
-        await proc.communicate(b"x" * (1 << 20))
-        proc = await rs.create_subprocess_shell("exit 0")
-        await proc.wait()
-
-    for kind in LOOPS:
+def _warm_up_all(config: pytest.Config) -> None:
+    """Create the process-lifetime resources that are made lazily (rsubprocess's runtime,
+    uvloop's global signal pipe on 3.9, ...) before any test takes its fd baseline, so that
+    only per-test leaks show up."""
+    impls = [ASYNCIO]
+    if "rsubprocess" in _option_list(config, "impl", IMPLS):
         try:
-            run_on_new_loop(kind, work, 30, [])
-        except Exception:  # broken builds are reported by the tests themselves
+            impls.append(load_rsubprocess())
+        except ImportError:
             pass
+
+    def work(ns: types.SimpleNamespace) -> Any:
+        async def main() -> None:
+            proc = await ns.create_subprocess_exec(
+                "cat", stdin=ns.PIPE, stdout=ns.PIPE, stderr=ns.PIPE
+            )
+            await proc.communicate(b"x" * (1 << 20))
+            proc = await ns.create_subprocess_shell("exit 0")
+            await proc.wait()
+
+        return main
+
+    # A broken build is reported by the tests themselves, not here: no noise, short timeout.
+    with warnings.catch_warnings(), swallow_unraisable():
+        warnings.simplefilter("ignore")
+        for ns in impls:
+            for kind in _option_list(config, "loop", LOOPS):
+                try:
+                    run_on_new_loop(kind, work(ns), 10, [])
+                except Exception:
+                    pass
+        gc.collect()
+    _kill_and_reap(children())
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _warm_up() -> None:
-    _rsubprocess_warm_up()
+def _warm_up(pytestconfig: pytest.Config) -> None:
+    _warm_up_all(pytestconfig)
     gc.collect()
 
 
@@ -193,7 +210,9 @@ def _leak_check():
     # Install state.
     for (module, attr), original in ASYNCIO_ENTRY_POINTS.items():
         if getattr(module, attr) is not original:
-            problems.append(f"{module.__name__}.{attr} is still replaced: {getattr(module, attr)!r}")
+            problems.append(
+                f"{module.__name__}.{attr} is still replaced: {getattr(module, attr)!r}"
+            )
             setattr(module, attr, original)
 
     # Children: running or zombie. Asyncio's watcher threads reap asynchronously: settle first.
@@ -227,14 +246,9 @@ def _leak_check():
         return not new_fds()
 
     if not wait_until(settled, 1.0, interval=0.05):
-        leaked = new_fds()
-        problems.append(f"file descriptors leaked: {leaked}")
-        # Close them so that the next test starts clean.
-        for fd in leaked:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        # Not closed here: their owner may still use them (closing uvloop's crashes it), and
+        # the next test takes a new baseline anyway.
+        problems.append(f"file descriptors leaked: {new_fds()}")
 
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
@@ -244,8 +258,6 @@ def _leak_check():
 def no_threads():
     """Wait until this process has a single OS thread (for os.fork() on 3.12+ without
     DeprecationWarning); fail if helper threads outlive their work."""
-    from tests.helpers import thread_count
-
     if not wait_until(lambda: thread_count() == 1, 10.0, interval=0.05):
         names = []
         for tid in os.listdir("/proc/self/task"):
@@ -255,4 +267,3 @@ def no_threads():
             except OSError:
                 pass
         pytest.fail(f"threads still alive 10 s after the last operation: {names}")
-

@@ -154,7 +154,9 @@ def run_on_new_loop(
     finally:
         leftover = close_loop(loop)
         if leftover:
-            contexts.append({"message": "tasks still pending when the test finished", "tasks": leftover})
+            contexts.append(
+                {"message": "tasks still pending when the test finished", "tasks": leftover}
+            )
 
 
 def format_contexts(contexts: list[dict[str, Any]]) -> str:
