@@ -6,8 +6,6 @@ Only the tests that build a bare ``asyncio.StreamReader`` and drive it themselve
 feed_eof, set_exception, its constructor and repr) are collected; network ones (sockets,
 servers, TLS, ``StreamReaderProtocol``, ``connect_read_pipe``, subprocess plumbing) are out of
 scope (DESIGN 1c). Exclusions: tests/stdlib/exclusions.py.
-
-Opt-in: set ``RSUBPROCESS_STREAM_TESTS=1``.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import asyncio.streams
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 
@@ -23,12 +20,6 @@ import pytest
 
 from tests.helpers import load_rsubprocess
 from tests.stdlib.cpython import import_cpython_module, nothing, params, run_one
-
-if os.environ.get("RSUBPROCESS_STREAM_TESTS") != "1":
-    pytest.skip(
-        "CPython StreamReader tests are opt-in: set RSUBPROCESS_STREAM_TESTS=1",
-        allow_module_level=True,
-    )
 
 MODULE = import_cpython_module("test_streams")
 
