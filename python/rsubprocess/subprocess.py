@@ -15,7 +15,7 @@ import subprocess
 import sys
 import warnings
 from asyncio import events, tasks
-from typing import Any, Optional
+from typing import Any, Coroutine, Optional
 
 from . import _compat, _core, _extras
 from ._transports import SubprocessTransport
@@ -50,7 +50,7 @@ class Process(_core.Process):
         # De-facto private surface of asyncio's Process that third-party code uses.
         return SubprocessTransport(self)
 
-    def wait(self, timeout: Optional[float] = None) -> Any:
+    def wait(self, timeout: Optional[float] = None) -> Coroutine[Any, Any, int]:
         """Wait for the child to exit; return its returncode.
 
         Returns at exit, even if a grandchild keeps a pipe open. With ``timeout`` (seconds),
@@ -70,7 +70,9 @@ class Process(_core.Process):
         except asyncio.TimeoutError:
             raise subprocess.TimeoutExpired(self.args, timeout) from None
 
-    def communicate(self, input: Any = None, timeout: Optional[float] = None) -> Any:
+    def communicate(
+        self, input: Any = None, timeout: Optional[float] = None
+    ) -> Coroutine[Any, Any, tuple[Optional[bytes], Optional[bytes]]]:
         """Send ``input``, read stdout and stderr to EOF, wait for exit: ``(stdout, stderr)``.
 
         With ``timeout``: :class:`subprocess.TimeoutExpired` whose ``stdout``/``stderr`` hold
@@ -84,7 +86,9 @@ class Process(_core.Process):
             return _core.Process.communicate(self, input)
         return self._communicate_timeout(input, timeout)
 
-    async def _communicate_timeout(self, input: Any, timeout: Any) -> Any:
+    async def _communicate_timeout(
+        self, input: Any, timeout: Any
+    ) -> tuple[Optional[bytes], Optional[bytes]]:
         t = _extras.check_timeout(timeout)
         if not self._comm_started:
             self._comm_started = True
