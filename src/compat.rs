@@ -27,18 +27,15 @@ pub fn communicate_closes_stdin(py: Python<'_>) -> bool {
 
 /// The loop a `StreamReader(loop=None)` binds to, found the way the running version does.
 pub fn reader_default_loop(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    let events = py.import(intern!(py, "asyncio.events"))?;
+    // Through `asyncio.streams.events`, as StreamReader does, so a patched module is honoured.
+    let events = py.import(intern!(py, "asyncio.streams"))?.getattr(intern!(py, "events"))?;
     let m = minor(py);
     let f = if (10..12).contains(&m) {
         intern!(py, "_get_event_loop")
     } else {
         intern!(py, "get_event_loop")
     };
-    let l = if (10..12).contains(&m) {
-        events.getattr(f)?.call1((4,))?
-    } else {
-        events.getattr(f)?.call0()?
-    };
+    let l = events.getattr(f)?.call0()?;
     Ok(l.unbind())
 }
 
