@@ -757,7 +757,12 @@ def test_signal_between_exit_and_notification(impl, run, loop_kind):
     async def main():
         for method, args in [("kill", ()), ("terminate", ()), ("send_signal", (signal.SIGUSR1,))]:
             proc = await impl.create_subprocess_exec(TRUE)
-            time.sleep(0.2)  # blocks the loop: the exit is not processed yet
+            # Block the loop (so the exit is not processed) until the child has exited: a
+            # zombie, or gone if a watcher thread reaped it (CPython 3.9-3.11).
+            deadline = time.monotonic() + 10
+            while (proc_stat(proc.pid) or ("Z",))[0] != "Z" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
             if kind == "uvloop" and proc.returncode is not None:
                 # uvloop's libuv may have reaped the child already (not always).
                 assert proc.returncode == 0
