@@ -169,6 +169,7 @@ def spawn(
     umask: int,
     orig_executable: Any,
     orig_cwd: Any,
+    setup_filename: Optional[tuple[Any]],
     pdeathsig: int = 0,
     rlimits: list[tuple[int, int, int]] = ...,
 ) -> SpawnJob: ...

@@ -241,6 +241,8 @@ def _start_native(
             cfds.append(_child_fd(fds[2], devnull))
         if cfds[0] is None or cfds[1] is None or cfds[2] is None:
             return None
+        if fds[1] is STDOUT and sys.version_info >= (3, 13):
+            raise ValueError("STDOUT can only be used for stderr")
         executable = kwds.get("executable")
         cwd = kwds.get("cwd")
         env = kwds.get("env")
@@ -283,6 +285,25 @@ def _start_native(
             raise ValueError("bad value(s) in fds_to_keep")
         argv = [os.fsencode(a) for a in args]
         pgid = kwds.get("process_group")
+        umask = kwds.get("umask", -1)
+        # Which filename CPython's OSError names for a failure before exec: its posix_spawn
+        # path names the executable; its fork path names cwd before 3.13 and nothing since.
+        posix_spawn_like = (
+            bool(os.path.dirname(orig_executable))
+            and (not close_fds or sys.version_info >= (3, 13))
+            and not pass_fds
+            and cwd is None
+            and all(fd is not None and (fd == -1 or fd > 2) for fd in cfds)
+            and not kwds.get("start_new_session", False)
+            and pgid is None
+            and umask < 0
+        )
+        if posix_spawn_like:
+            setup_filename: Optional[tuple[Any]] = (orig_executable,)
+        elif sys.version_info >= (3, 13):
+            setup_filename = None
+        else:
+            setup_filename = (cwd,)
         try:
             return _core.spawn(
                 argv,
@@ -295,9 +316,10 @@ def _start_native(
                 bool(kwds.get("restore_signals", True)),
                 bool(kwds.get("start_new_session", False)),
                 -1 if pgid is None else pgid,
-                kwds.get("umask", -1),
+                umask,
                 orig_executable,
                 cwd,
+                setup_filename,
                 pdeathsig,
                 rlimits or [],
             )

@@ -45,6 +45,8 @@ pub struct SpawnJob {
     stack: Option<sys::ChildStack>,
     orig_executable: Py<PyAny>,
     orig_cwd: Py<PyAny>,
+    /// The filename CPython's `OSError` carries for a pre-exec failure (None: no filename).
+    setup_filename: Option<Py<PyAny>>,
     registered: Option<Py<PyAny>>,
 }
 
@@ -97,14 +99,10 @@ impl SpawnJob {
         if let Some(fd) = self.pidfd.take() {
             let _ = sys::reap_blocking(Some(&fd), self.pid);
         }
-        // CPython 3.13 tells chdir failures ("noexec:chdir") from other pre-exec ones
-        // ("noexec", no filename); before 3.13 every pre-exec failure names cwd (maybe None).
-        let new_style = crate::compat::minor(py) >= 13;
         let filename = match stage {
             Stage::Exec => Some(self.orig_executable.clone_ref(py)),
             Stage::Chdir => Some(self.orig_cwd.clone_ref(py)),
-            Stage::Setup if new_style => None,
-            Stage::Setup => Some(self.orig_cwd.clone_ref(py)),
+            Stage::Setup => self.setup_filename.as_ref().map(|f| f.clone_ref(py)),
         };
         let msg = sys::strerror(errno);
         match filename {
@@ -235,7 +233,7 @@ impl Op for ExecWaitOp {
 /// Starts a child natively. Arguments are already validated and encoded by the caller
 /// (`rsubprocess.subprocess._spawn_native`), exactly as Popen would have.
 #[pyfunction]
-#[pyo3(signature = (argv, exec_list, envp, cwd, fds, close_fds, keep_fds, restore_signals, setsid, pgid, umask, orig_executable, orig_cwd, pdeathsig = 0, rlimits = Vec::new()))]
+#[pyo3(signature = (argv, exec_list, envp, cwd, fds, close_fds, keep_fds, restore_signals, setsid, pgid, umask, orig_executable, orig_cwd, setup_filename, pdeathsig = 0, rlimits = Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     py: Python<'_>,
@@ -252,6 +250,7 @@ pub fn spawn(
     umask: i32,
     orig_executable: Py<PyAny>,
     orig_cwd: Py<PyAny>,
+    setup_filename: Option<(Py<PyAny>,)>,
     pdeathsig: i32,
     rlimits: Vec<(i32, u64, u64)>,
 ) -> PyResult<SpawnJob> {
@@ -315,6 +314,7 @@ pub fn spawn(
         stack: Some(stack),
         orig_executable,
         orig_cwd,
+        setup_filename: setup_filename.map(|(f,)| f),
         registered: None,
     })
 }
