@@ -28,7 +28,9 @@ pub fn communicate_closes_stdin(py: Python<'_>) -> bool {
 /// The loop a `StreamReader(loop=None)` binds to, found the way the running version does.
 pub fn reader_default_loop(py: Python<'_>) -> PyResult<Py<PyAny>> {
     // Through `asyncio.streams.events`, as StreamReader does, so a patched module is honoured.
-    let events = py.import(intern!(py, "asyncio.streams"))?.getattr(intern!(py, "events"))?;
+    let events = py
+        .import(intern!(py, "asyncio.streams"))?
+        .getattr(intern!(py, "events"))?;
     let m = minor(py);
     let f = if (10..12).contains(&m) {
         intern!(py, "_get_event_loop")

@@ -88,7 +88,7 @@ impl Process {
                     if scheduled.is_err() {
                         // Loop closed: reap here so no zombie is left.
                         if let Ok(mut p) = obj.try_borrow_mut(py) {
-                            p.reap_now(py, true);
+                            p.reap_now(py);
                         }
                     }
                 });
@@ -98,8 +98,7 @@ impl Process {
     }
 
     /// Reaps if the child has exited; returns whether the returncode is now known.
-    fn reap_now(&mut self, py: Python<'_>, block_free: bool) -> bool {
-        let _ = block_free;
+    fn reap_now(&mut self, py: Python<'_>) -> bool {
         if self.returncode.is_some() {
             return true;
         }
@@ -187,7 +186,7 @@ impl Process {
     fn _on_exit(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let mut p = slf.borrow_mut();
-        if !p.reap_now(py, false) {
+        if !p.reap_now(py) {
             return Ok(());
         }
         p.stop_watch(py)?;

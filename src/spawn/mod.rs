@@ -150,14 +150,6 @@ impl SpawnJob {
         }
     }
 
-    /// Blocks until the child exec'd or failed (for synchronous cleanup paths).
-    fn _finish_blocking(&mut self, py: Python<'_>) -> PyResult<()> {
-        if let Some(Some((stage, errno))) = self.read_result(true) {
-            return Err(self.error(py, stage, errno));
-        }
-        Ok(())
-    }
-
     fn _on_errpipe(&mut self, py: Python<'_>) -> PyResult<()> {
         if let Some(fut) = self.registered.take() {
             looputil::resolve(py, &fut, py.None())?;

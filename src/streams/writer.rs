@@ -254,7 +254,6 @@ impl StreamWriter {
 
     /// `transport.write_eof()` / `close()`: flush what is queued, then close.
     pub(crate) fn write_eof_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
         let mut w = slf.borrow_mut();
         if w.closing || w.fd.is_none() {
             return Ok(());
@@ -264,7 +263,7 @@ impl StreamWriter {
             drop(w);
             return StreamWriter::close_with(slf, None);
         }
-        let _ = py;
+        // Queued bytes are flushed first; `_on_writable` closes once the queue is empty.
         Ok(())
     }
 }
