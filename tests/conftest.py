@@ -47,6 +47,11 @@ IMPLS = ("asyncio", "rsubprocess")
 LOOPS = ("asyncio", "uvloop")
 
 
+# tests/reliability is issue #7's suite, still being built (not yet green on every version):
+# collected only on request until it is, so `make test` stays meaningful.
+collect_ignore = [] if os.environ.get("RSUBPROCESS_RELIABILITY") == "1" else ["reliability"]
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("rsubprocess")
     group.addoption(
