@@ -74,14 +74,18 @@ impl Process {
     /// Fallback exit watch for kernels without pidfd: one thread per child, alive only until
     /// that child exits; it never reaps, so the loop thread stays the only reaper.
     fn watch_with_thread(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let pid = slf.borrow().pid;
+        let (pid, loop_) = {
+            let p = slf.borrow();
+            (p.pid, p.loop_.clone_ref(slf.py()))
+        };
         let obj: Py<Process> = slf.clone().unbind();
         std::thread::Builder::new()
             .name(format!("rsubprocess-wait-{pid}"))
             .spawn(move || {
                 let _ = sys::wait_exit_noreap(pid);
                 Python::try_attach(|py| {
-                    let loop_ = obj.borrow(py).loop_.clone_ref(py);
+                    // No borrow of `obj` here: the loop thread may hold one across a call that
+                    // let this thread take the GIL.
                     let scheduled = obj.getattr(py, intern!(py, "_on_exit")).and_then(|cb| {
                         loop_.call_method1(py, intern!(py, "call_soon_threadsafe"), (cb,))
                     });
