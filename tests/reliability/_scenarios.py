@@ -418,19 +418,21 @@ def pid_reuse(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
         if state[0] in ("gone", "Z") or not state[1].startswith(b"sleep"):
             count("VICTIM KILLED")
             events.append(f"round {i} ({how}, {method}): victim {pid} killed ({state[0]})")
+        hung = False
         try:
             rc = await asyncio.wait_for(proc.wait(), 2)
         except asyncio.TimeoutError:
+            hung = True
             count("wait() hung")
-            events.append(f"round {i} ({how}): wait() hung")
-            victim.kill()
+            events.append(f"round {i} ({how}): wait() hung until the victim was killed")
+            victim.kill()  # unblocks a wait() that waits for the pid's new owner
             rc = await asyncio.wait_for(proc.wait(), 5)
         if how == "foreign" and rc not in (7, 255):
             events.append(f"round {i}: wait() returned {rc} (the victim's status?)")
         if proc.stdout is not None:
             await proc.stdout.read()
         state = proc_state(pid)
-        if state[0] in ("gone", "Z") or not state[1].startswith(b"sleep"):
+        if not hung and (state[0] in ("gone", "Z") or not state[1].startswith(b"sleep")):
             count("VICTIM KILLED OR REAPED after wait()")
             events.append(f"round {i} ({how}): victim gone after wait(): {state[0]}")
         victim.kill()
@@ -701,7 +703,8 @@ def corpus(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
 
     impl = ASYNCIO if args["impl"] == "asyncio" else load_rsubprocess()
     calls, fn = corpora.CORPORA[args["corpus"]]
-    return {"results": corpora.run_corpus(impl, kind, calls(), fn)}
+    results, devnull_leaked = corpora.run_corpus(impl, kind, calls(), fn)
+    return {"results": results, "devnull_leaked": devnull_leaked}
 
 
 # --- main ------------------------------------------------------------------------------------

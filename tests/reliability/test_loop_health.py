@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.conftest import first_lines, noise, run_scenario
+from tests.reliability.conftest import first_lines, noise, run_scenario, verdict
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
@@ -26,7 +26,8 @@ def test_heartbeat_while_spawning_from_a_big_heap(impl_name, loop_kind, tag, rec
         tag=tag,
         timeout=60,
     )
-    assert not out.timed_out and out.result is not None, out.describe()
+    if out.timed_out or out.result is None:
+        verdict(impl_name, [f"no result: {out.describe()[:1500]}"], "heartbeat")
     r = out.result
     record_property("max_stall_ms", round(r["max_stall_ms"], 2))
     print(
@@ -34,6 +35,9 @@ def test_heartbeat_while_spawning_from_a_big_heap(impl_name, loop_kind, tag, rec
         f"{r['p99_stall_ms']:.1f} ms over {r['beats']} beats, 100 spawns in "
         f"{r['spawn_seconds']:.2f} s"
     )
-    assert not noise(out.stderr), first_lines(out.stderr)
-    if impl_name == "rsubprocess":
-        assert r["max_stall_ms"] < HANG_MS, r
+    problems = []
+    if noise(out.stderr):
+        problems.append(f"stderr: {first_lines(out.stderr, 4)}")
+    if impl_name == "rsubprocess" and r["max_stall_ms"] >= HANG_MS:
+        problems.append(f"the loop stalled {r['max_stall_ms']:.0f} ms (hang bound {HANG_MS} ms)")
+    verdict(impl_name, problems, "heartbeat")
