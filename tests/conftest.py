@@ -38,6 +38,7 @@ from tests.helpers import (
     run_on_new_loop,
     swallow_unraisable,
     thread_count,
+    thread_names,
     wait_until,
 )
 
@@ -264,11 +265,4 @@ def no_threads():
     """Wait until this process has a single OS thread (for os.fork() on 3.12+ without
     DeprecationWarning); fail if helper threads outlive their work."""
     if not wait_until(lambda: thread_count() == 1, 10.0, interval=0.05):
-        names = []
-        for tid in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{tid}/comm") as f:
-                    names.append(f.read().strip())
-            except OSError:
-                pass
-        pytest.fail(f"threads still alive 10 s after the last operation: {names}")
+        pytest.fail(f"threads still alive 10 s after the last operation: {thread_names()}")

@@ -266,6 +266,17 @@ def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+def thread_names() -> list[str]:
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    return names
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -274,3 +285,17 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+async def finish(proc: Any) -> int:
+    """Kill (if needed), drain and reap ``proc`` so that nothing leaks."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    if proc.stdin is not None:
+        proc.stdin.close()
+    for reader in (proc.stdout, proc.stderr):
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                await reader.read()
+    return await proc.wait()

@@ -34,6 +34,7 @@ from tests.helpers import (
     asyncio_reference,
     behaviour,
     children,
+    finish,
     format_contexts,
     open_fds,
     proc_stat,
@@ -63,20 +64,6 @@ class FakePath:
 @functools.cache
 def random_bytes(size: int) -> bytes:
     return os.urandom(size)
-
-
-async def finish(proc: Any) -> int:
-    """Kill (if needed), drain and reap ``proc`` so that nothing leaks."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    if proc.stdin is not None:
-        proc.stdin.close()
-    for reader in (proc.stdout, proc.stderr):
-        if reader is not None:
-            with contextlib.suppress(Exception):
-                await reader.read()
-    return await proc.wait()
 
 
 def killpg(pgid: int) -> None:

@@ -268,7 +268,7 @@ impl StreamReader {
             return out.finish(py);
         }
         let data = self.buf.take_all();
-        sys::bytes_filled(py, data.len(), |dst| dst.copy_from_slice(&data))
+        Ok(PyBytes::new(py, &data))
     }
 
     pub(crate) fn exception_err(&self, py: Python<'_>) -> Option<PyErr> {

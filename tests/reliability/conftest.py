@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import pytest
 
-from tests.helpers import children, open_fds, wait_until
+from tests.helpers import children, finish, open_fds, wait_until
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "_scenarios.py"
@@ -66,17 +66,6 @@ def zombies(ppid: Optional[int] = None) -> list[int]:
 
 def fd_count() -> int:
     return len(open_fds())
-
-
-def thread_names() -> list[str]:
-    names = []
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                names.append(f.read().strip())
-        except OSError:
-            pass
-    return names
 
 
 def _read(path: str) -> bytes:
@@ -296,18 +285,6 @@ def verdict(impl_name: str, problems: list[str], what: str = "") -> None:
     pytest.fail(f"rsubprocess: {text}", pytrace=False)
 
 
-async def finish(proc: Any) -> Optional[int]:
-    """Kill (if needed), drain and reap ``proc`` so that nothing leaks."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    if proc.stdin is not None:
-        proc.stdin.close()
-    for reader in (proc.stdout, proc.stderr):
-        if reader is not None:
-            with contextlib.suppress(Exception):
-                await reader.read()
-    return await proc.wait()
 
 
 @contextlib.contextmanager
