@@ -74,12 +74,12 @@ impl Coro {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.step(py)
+        self.step(py)?.into_iter_result()
     }
 
     #[pyo3(signature = (_value))]
     fn send(&mut self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.step(py)
+        self.step(py)?.into_iter_result()
     }
 
     #[pyo3(signature = (typ, val=None, _tb=None))]
@@ -148,8 +148,41 @@ impl Coro {
     }
 }
 
+/// The `am_send` slot (installed by `sys::install_am_send`): the interpreter's SEND opcode
+/// and asyncio's Task step call it instead of `__next__` on 3.10+, so a ready answer is handed
+/// back as a value, with no StopIteration created, raised and caught.
+impl crate::sys::SendSlot for Coro {
+    fn send(obj: &Bound<'_, PyAny>) -> PyResult<(bool, Py<PyAny>)> {
+        let step = obj.cast::<Coro>()?.borrow_mut().step(obj.py())?;
+        Ok(match step {
+            Step::Return(v) => (true, v),
+            Step::Yield(v) => (false, v),
+        })
+    }
+}
+
+/// One step of the coroutine: what `send` produced, without the StopIteration wrapping.
+pub enum Step {
+    /// Suspended on this (a loop future, or None for a bare yield).
+    Yield(Py<PyAny>),
+    /// Finished with this value.
+    Return(Py<PyAny>),
+}
+
+impl Step {
+    fn into_iter_result(self) -> PyResult<Py<PyAny>> {
+        match self {
+            Step::Yield(v) => Ok(v),
+            Step::Return(v) => Err(PyStopIteration::new_err((v,))),
+        }
+    }
+}
+
 impl Coro {
-    fn step(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    /// The `am_send` slot's body (see `sys::install_am_send`): the interpreter's SEND opcode
+    /// and asyncio's Task step call it instead of `__next__` on 3.10+, so a ready answer is
+    /// handed back as a value, with no StopIteration created, raised and caught.
+    pub(crate) fn step(&mut self, py: Python<'_>) -> PyResult<Step> {
         if self.op.is_none() {
             return Err(PyRuntimeError::new_err(
                 "cannot reuse already awaited coroutine",
@@ -171,14 +204,14 @@ impl Coro {
         {
             Ok(Poll::Ready(v)) => {
                 self.op = None;
-                Err(PyStopIteration::new_err((v,)))
+                Ok(Step::Return(v))
             }
             Ok(Poll::Wait(fut)) => {
                 fut.setattr(py, intern!(py, "_asyncio_future_blocking"), true)?;
                 self.waiting = Some(fut.clone_ref(py));
-                Ok(fut)
+                Ok(Step::Yield(fut))
             }
-            Ok(Poll::Yield) => Ok(py.None()),
+            Ok(Poll::Yield) => Ok(Step::Yield(py.None())),
             Err(e) => {
                 // The op failed on its own; it has nothing registered to undo.
                 self.op = None;

@@ -11,6 +11,9 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+mod pyapi;
+pub use pyapi::{install_am_send, SendSlot};
+
 /// How a reaped child ended, as `Popen.returncode` encodes it.
 pub fn returncode_from_siginfo(code: i32, status: i32) -> i32 {
     match code {
