@@ -1,5 +1,6 @@
 //! The CPython C-API reached outside what PyO3 offers: the `am_send` slot (3.10+), which the
-//! limited API lets a type read but gives no way to fill in after PyO3 has built the type.
+//! limited API lets a type read but gives no way to fill in after PyO3 has built the type, and
+//! an `am_await` that returns the object itself without a trip through PyO3's trampoline.
 
 use std::ffi::{c_int, c_void};
 
@@ -18,13 +19,14 @@ const PYGEN_ERROR: c_int = -1;
 const PYGEN_NEXT: c_int = 1;
 const PY_AM_SEND: c_int = 81;
 
+type UnaryFn = unsafe extern "C" fn(*mut ffi::PyObject) -> *mut ffi::PyObject;
 type SendFn =
     unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject, *mut *mut ffi::PyObject) -> c_int;
 
 /// `PyAsyncMethods` as CPython 3.10-3.13 lay it out (3.9's ends before `am_send`).
 #[repr(C)]
 struct AsyncMethods {
-    am_await: *mut c_void,
+    am_await: Option<UnaryFn>,
     am_aiter: *mut c_void,
     am_anext: *mut c_void,
     am_send: Option<SendFn>,
@@ -73,14 +75,24 @@ unsafe extern "C" fn send_trampoline<T: SendSlot>(
     })
 }
 
-/// Gives `ty` (a PyO3 class with `__await__`) an `am_send` slot served by `T`, on 3.10+.
-/// Returns whether it was installed; without it the interpreter falls back to `__next__`.
+/// `__await__` of an object that is its own iterator: a new reference to itself. Nothing here
+/// can fail or panic, so it needs none of PyO3's per-call set-up.
+unsafe extern "C" fn await_self(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: the interpreter passes a live object and holds the GIL; we return a new reference.
+    unsafe { ffi::Py_IncRef(slf) };
+    slf
+}
+
+/// Gives `ty` (a PyO3 class whose `__await__` returns `self`) an `am_send` slot served by `T`
+/// and a direct `am_await`, on 3.10+. Returns whether they were installed; without them the
+/// interpreter calls `__await__` and `__next__` through PyO3, with the same results.
 pub fn install_am_send<T: SendSlot>(ty: &Bound<'_, PyType>) -> bool {
     if ty.py().version_info() < (3, 10) {
         return false;
     }
     let tp = ty.as_type_ptr();
     let send: SendFn = send_trampoline::<T>;
+    let await_fn: UnaryFn = await_self;
     // SAFETY: `tp` is a live heap type (PyO3 builds classes with PyType_FromSpec), whose
     // `tp_as_async` points into its own writable PyHeapTypeObject. The field is found by its
     // offset, and used only if what it points at agrees with PyType_GetSlot's `am_await`, so a
@@ -92,10 +104,14 @@ pub fn install_am_send<T: SendSlot>(ty: &Bound<'_, PyType>) -> bool {
             return false;
         }
         let am = *((tp as *const u8).add(TP_AS_ASYNC_OFFSET) as *const *mut AsyncMethods);
-        if am.is_null() || (*am).am_await != want || (*am).am_send.is_some() {
+        if am.is_null()
+            || (*am).am_await.map(|f| f as *mut c_void) != Some(want)
+            || (*am).am_send.is_some()
+        {
             return false;
         }
         (*am).am_send = Some(send);
+        (*am).am_await = Some(await_fn);
         ffi::PyType_Modified(tp);
         ffi::PyType_GetSlot(tp, PY_AM_SEND) == send as *mut c_void
     }
