@@ -79,3 +79,22 @@ pub fn connection_lost() -> PyErr {
 pub fn process_lookup() -> PyErr {
     pyo3::exceptions::PyProcessLookupError::new_err(())
 }
+
+static CANCELLED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static INVALID_STATE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// `asyncio.CancelledError`, the class (for `Waiter.result()` of a cancelled waiter).
+pub fn cancelled_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    CANCELLED.import(py, "asyncio.exceptions", "CancelledError")
+}
+
+/// `asyncio.InvalidStateError(msg)`.
+pub fn invalid_state(py: Python<'_>, msg: &str) -> PyErr {
+    match INVALID_STATE.import(py, "asyncio.exceptions", "InvalidStateError") {
+        Ok(cls) => match cls.call1((msg,)) {
+            Ok(exc) => PyErr::from_value(exc),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    }
+}

@@ -24,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<bridge::Coro>()?;
     sys::install_am_send::<bridge::Coro>(&py.get_type::<bridge::Coro>());
+    m.add_class::<bridge::Waiter>()?;
     m.add_class::<streams::reader::StreamReader>()?;
     m.add_class::<streams::reader::LineIter>()?;
     m.add_class::<streams::writer::StreamWriter>()?;

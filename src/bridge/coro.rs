@@ -16,6 +16,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyType;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use super::Waiter;
+
 pub enum Poll {
     Ready(Py<PyAny>),
     /// Wait for this loop future, then poll again.
@@ -191,7 +193,11 @@ impl Coro {
         self.started = true;
         // Resumed after a wait: the future's outcome is what `await fut` would have produced.
         if let Some(fut) = self.waiting.take() {
-            if let Err(e) = fut.call_method0(py, intern!(py, "result")) {
+            let outcome = match fut.bind(py).cast::<Waiter>() {
+                Ok(w) => w.borrow().result(py),
+                Err(_) => fut.call_method0(py, intern!(py, "result")),
+            };
+            if let Err(e) = outcome {
                 self.finish(py);
                 return Err(e);
             }
@@ -207,7 +213,10 @@ impl Coro {
                 Ok(Step::Return(v))
             }
             Ok(Poll::Wait(fut)) => {
-                fut.setattr(py, intern!(py, "_asyncio_future_blocking"), true)?;
+                match fut.bind(py).cast::<Waiter>() {
+                    Ok(w) => w.borrow_mut().set_blocking(true),
+                    Err(_) => fut.setattr(py, intern!(py, "_asyncio_future_blocking"), true)?,
+                }
                 self.waiting = Some(fut.clone_ref(py));
                 Ok(Step::Yield(fut))
             }

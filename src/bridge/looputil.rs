@@ -3,8 +3,9 @@
 use pyo3::intern;
 use pyo3::prelude::*;
 
+/// The future an op yields while it waits: our `Waiter` (see `bridge::waiter`).
 pub fn create_future(py: Python<'_>, loop_: &Py<PyAny>) -> PyResult<Py<PyAny>> {
-    loop_.call_method0(py, intern!(py, "create_future"))
+    super::waiter::Waiter::new_py(py, loop_)
 }
 
 /// `fut.set_result(value)` unless the future is already done (e.g. cancelled by its task).

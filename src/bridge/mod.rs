@@ -6,5 +6,7 @@
 
 pub mod coro;
 pub mod looputil;
+pub mod waiter;
 
 pub use coro::{Coro, Op, Poll};
+pub use waiter::Waiter;

@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use pyo3::prelude::*;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::bridge::{looputil, Coro};
+use crate::bridge::{looputil, waiter, Coro};
 use crate::errors;
 use crate::streams::reader::StreamReader;
 use crate::streams::writer::StreamWriter;
@@ -197,8 +197,9 @@ impl Process {
         let rc = p.returncode.expect("reaped");
         let waiters = std::mem::take(&mut p.exit_waiters);
         drop(p);
+        // Called by the loop (pidfd readable, or call_soon): the waiting tasks step right here.
         for w in waiters {
-            looputil::resolve(py, &w, rc.into_pyobject(py)?.into_any().unbind())?;
+            waiter::resolve(py, &w, rc.into_pyobject(py)?.into_any().unbind(), true)?;
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::bridge::{looputil, Coro, Op, Poll};
+use crate::bridge::{looputil, waiter, Coro, Op, Poll};
 use crate::errors;
 use crate::sys;
 use child::{ChildSpec, Stage};
@@ -150,9 +150,12 @@ impl SpawnJob {
         }
     }
 
-    fn _on_errpipe(&mut self, py: Python<'_>) -> PyResult<()> {
-        if let Some(fut) = self.registered.take() {
-            looputil::resolve(py, &fut, py.None())?;
+    fn _on_errpipe(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        // Called by the loop: the spawning task steps right here, so no borrow may be held.
+        let fut = slf.borrow_mut().registered.take();
+        if let Some(fut) = fut {
+            waiter::resolve(py, &fut, py.None(), true)?;
         }
         Ok(())
     }

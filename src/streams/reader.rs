@@ -11,8 +11,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::bridge::looputil;
-use crate::bridge::Coro;
+use crate::bridge::waiter;
+use crate::bridge::{looputil, Coro};
 use crate::errors;
 use crate::streams::buffer::ByteBuf;
 use crate::streams::reader_ops::{ReadExactlyOp, ReadOp, ReadUntilOp, Separators};
@@ -161,9 +161,11 @@ impl StreamReader {
         }
     }
 
+    /// Wakes the reader's waiter through the loop (`call_soon`), as a Future would: for
+    /// callers that may be running inside a task (`feed_data()`, `feed_eof()`).
     pub(crate) fn wake(&mut self, py: Python<'_>) -> PyResult<()> {
         if let Some(w) = self.waiter.take() {
-            looputil::resolve(py, &w, py.None())?;
+            waiter::resolve(py, &w, py.None(), false)?;
         }
         Ok(())
     }
@@ -283,15 +285,11 @@ impl StreamReader {
         self.wake(py)
     }
 
-    fn do_set_exception(&mut self, py: Python<'_>, exc: Py<PyAny>) -> PyResult<()> {
+    /// Stores the exception; returns the waiter to fail with it (already done ones are left
+    /// alone by `waiter::reject`).
+    fn store_exception(&mut self, py: Python<'_>, exc: &Py<PyAny>) -> Option<Py<PyAny>> {
         self.exception = Some(exc.clone_ref(py));
-        if let Some(w) = self.waiter.take() {
-            let cancelled: bool = w.call_method0(py, intern!(py, "cancelled"))?.extract(py)?;
-            if !cancelled {
-                looputil::reject(py, &w, &exc)?;
-            }
-        }
-        Ok(())
+        self.waiter.take()
     }
 }
 
@@ -315,7 +313,10 @@ impl StreamReader {
     }
 
     fn set_exception(&mut self, py: Python<'_>, exc: Py<PyAny>) -> PyResult<()> {
-        self.do_set_exception(py, exc)
+        match self.store_exception(py, &exc) {
+            Some(w) => waiter::reject(py, &w, &exc, false),
+            None => Ok(()),
+        }
     }
 
     fn set_transport(&mut self, transport: Py<PyAny>) -> PyResult<()> {
@@ -398,8 +399,11 @@ impl StreamReader {
                 }
             }
         }
+        // The waiter is completed last, with no borrow held: its task is stepped right here
+        // (see bridge::waiter) and may call back into this reader.
+        let mut wake = None;
         if total > 0 {
-            r.wake(py)?;
+            wake = r.waiter.take();
             if r.bulk == 0 && r.buf.len() > 2 * r.limit {
                 r.pause(py)?;
             }
@@ -416,9 +420,21 @@ impl StreamReader {
                 loop_.call_method1(py, intern!(py, "call_exception_handler"), (ctx,))?;
                 r = slf.borrow_mut();
             }
-            r.do_set_exception(py, exc)?;
-        } else if got_eof {
-            r.do_feed_eof(py)?;
+            let failed = r.store_exception(py, &exc).or(wake.take());
+            drop(r);
+            if let Some(w) = failed {
+                waiter::reject(py, &w, &exc, true)?;
+            }
+            return Ok(());
+        }
+        if got_eof {
+            r.eof = true;
+            r.close_pipe(py)?;
+            wake = wake.or_else(|| r.waiter.take());
+        }
+        drop(r);
+        if let Some(w) = wake {
+            waiter::resolve(py, &w, py.None(), true)?;
         }
         Ok(())
     }

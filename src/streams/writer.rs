@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::bridge::{looputil, Coro, Op, Poll};
+use crate::bridge::{looputil, waiter, Coro, Op, Poll};
 use crate::errors;
 use crate::sys;
 
@@ -159,19 +159,19 @@ impl StreamWriter {
         if self.paused {
             for w in std::mem::take(&mut self.drain_waiters) {
                 match &self.lost_exc {
-                    None => looputil::resolve(py, &w, py.None())?,
-                    Some(e) => looputil::reject(py, &w, e)?,
+                    None => waiter::resolve(py, &w, py.None(), false)?,
+                    Some(e) => waiter::reject(py, &w, e, false)?,
                 }
             }
         }
         for w in std::mem::take(&mut self.close_waiters) {
             match &self.lost_exc {
-                None => looputil::resolve(py, &w, py.None())?,
-                Some(e) => looputil::reject(py, &w, e)?,
+                None => waiter::resolve(py, &w, py.None(), false)?,
+                Some(e) => waiter::reject(py, &w, e, false)?,
             }
         }
         for w in std::mem::take(&mut self.notify) {
-            looputil::resolve(py, &w, py.None())?;
+            waiter::resolve(py, &w, py.None(), false)?;
         }
         Ok(())
     }
@@ -186,7 +186,7 @@ impl StreamWriter {
         if self.paused && self.size <= self.low {
             self.paused = false;
             for w in std::mem::take(&mut self.drain_waiters) {
-                looputil::resolve(py, &w, py.None())?;
+                waiter::resolve(py, &w, py.None(), false)?;
             }
         }
         Ok(())
