@@ -32,14 +32,26 @@ async def _line_later(impl, delay: float = 0.05):
 def test_cancel_waiting_read_with_message(impl, run, msg):
     async def main():
         proc = await impl.create_subprocess_exec(SH, "-c", "exec sleep 30", stdout=impl.PIPE)
+        seen = []
+
+        async def reader():
+            try:
+                await proc.stdout.readline()
+            except asyncio.CancelledError as exc:
+                seen.append(exc.args)
+                raise
+
         try:
-            task = asyncio.ensure_future(proc.stdout.readline())
+            task = asyncio.ensure_future(reader())
             await asyncio.sleep(0.02)
             assert not task.done()
             assert task.cancel() if msg is None else task.cancel(msg)
             with pytest.raises(asyncio.CancelledError) as info:
                 await task
-            assert info.value.args == (() if msg is None else (msg,))
+            assert seen == [() if msg is None else (msg,)]
+            # 3.9 drops the message on the way out of the task.
+            outer = () if msg is None or sys.version_info < (3, 10) else (msg,)
+            assert info.value.args == outer
             assert task.cancelled()
         finally:
             await finish(proc)

@@ -420,10 +420,14 @@ impl StreamReader {
                 loop_.call_method1(py, intern!(py, "call_exception_handler"), (ctx,))?;
                 r = slf.borrow_mut();
             }
-            let failed = r.store_exception(py, &exc).or(wake.take());
+            let failed = r.store_exception(py, &exc);
             drop(r);
-            if let Some(w) = failed {
-                waiter::reject(py, &w, &exc, true)?;
+            // Bytes read before the error are still returned (the op re-checks afterwards),
+            // as asyncio's data_received() then connection_lost(exc) would have it.
+            match (wake, failed) {
+                (Some(w), _) => waiter::resolve(py, &w, py.None(), true)?,
+                (None, Some(w)) => waiter::reject(py, &w, &exc, true)?,
+                (None, None) => {}
             }
             return Ok(());
         }
