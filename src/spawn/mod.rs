@@ -254,15 +254,7 @@ pub fn spawn(
     let envp = match envp {
         Some(e) => cstrings(e)?,
         // Snapshot our environment: the parent may change it while the child runs.
-        None => std::env::vars_os()
-            .filter_map(|(k, v)| {
-                use std::os::unix::ffi::OsStrExt;
-                let mut kv = k.as_bytes().to_vec();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                CString::new(kv).ok()
-            })
-            .collect(),
+        None => sys::environ_snapshot(),
     };
     let cwd = cwd
         .map(|c| CString::new(c.as_bytes()).map_err(|_| errors::value_error("embedded null byte")))

@@ -657,8 +657,20 @@ pub struct ChildStack {
     len: usize,
 }
 
+/// Stacks of children that have exec'd or exited, kept for the next spawn: a reused stack
+/// costs no mmap/mprotect/munmap, and its pages are already present, so the child takes no
+/// page faults before exec. Only touched with the GIL held (spawn and SpawnJob's release).
+static STACK_POOL: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+const STACK_POOL_MAX: usize = 8;
+
 impl ChildStack {
     pub fn new(len: usize) -> io::Result<Self> {
+        if let Ok(mut pool) = STACK_POOL.lock() {
+            if let Some(i) = pool.iter().position(|&(_, l)| l == len) {
+                let (base, len) = pool.swap_remove(i);
+                return Ok(ChildStack { base, len });
+            }
+        }
         // SAFETY: a fresh anonymous private mapping; no existing memory is affected.
         let p = unsafe {
             libc::mmap(
@@ -688,8 +700,15 @@ impl ChildStack {
 
 impl Drop for ChildStack {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`; callers drop it only once the child
-        // has exec'd or exited (see spawn::SpawnJob).
+        // Callers drop a stack only once its child has exec'd or exited (see spawn::SpawnJob),
+        // so nothing runs on it any more and it can serve the next child.
+        if let Ok(mut pool) = STACK_POOL.lock() {
+            if pool.len() < STACK_POOL_MAX {
+                pool.push((self.base, self.len));
+                return;
+            }
+        }
+        // SAFETY: unmaps exactly the mapping made in `new`, which no child uses any more.
         unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
     }
 }
@@ -753,6 +772,27 @@ pub fn max_fd() -> i32 {
     } else {
         n.min(1 << 20) as i32
     }
+}
+
+extern "C" {
+    static environ: *const *const libc::c_char;
+}
+
+/// A copy of `environ`, entry for entry, as CPython's Popen passes it when `env` is None
+/// (std::env::vars_os would drop entries without `=` and split and re-join the rest).
+pub fn environ_snapshot() -> Vec<std::ffi::CString> {
+    let mut out = Vec::new();
+    // SAFETY: `environ` is a NULL-terminated array of NUL-terminated strings; it is read with
+    // the GIL held, where CPython's os.putenv/unsetenv (the only writers Python code has) run,
+    // and each string is copied before the next entry is read.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            out.push(std::ffi::CStr::from_ptr(*p).to_owned());
+            p = p.add(1);
+        }
+    }
+    out
 }
 
 pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
