@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
 static MINOR: AtomicU32 = AtomicU32::new(0);
 
@@ -59,16 +60,47 @@ pub fn lost_child_message(py: Python<'_>, pid: i32) -> String {
     }
 }
 
-/// `ResourceWarning` for a child that was still running when its `Process` went away.
+static WARN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static IS_FINALIZING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Looks up `warnings.warn` and `sys.is_finalizing` while imports still work, so that a
+/// `Process` collected during interpreter finalization never imports (sys.meta_path is None
+/// by then, and every import prints an ImportError).
+pub fn prepare_warnings(py: Python<'_>) -> PyResult<()> {
+    WARN.get_or_try_init(py, || {
+        py.import(intern!(py, "warnings"))?
+            .getattr(intern!(py, "warn"))
+            .map(Bound::unbind)
+    })?;
+    IS_FINALIZING.get_or_try_init(py, || {
+        py.import(intern!(py, "sys"))?
+            .getattr(intern!(py, "is_finalizing"))
+            .map(Bound::unbind)
+    })?;
+    Ok(())
+}
+
+/// `ResourceWarning` for a child that was still running when its `Process` went away (loop
+/// closed). Silent during finalization, where the warnings machinery is half torn down; the
+/// atexit hook (`rsubprocess.subprocess._reap_at_exit`) has warned for those children already.
 pub fn resource_warning(py: Python<'_>, pid: i32) {
+    let (Some(warn), Some(finalizing)) = (WARN.get(py), IS_FINALIZING.get(py)) else {
+        return;
+    };
+    let finalizing = || {
+        finalizing
+            .call0(py)
+            .and_then(|v| v.is_truthy(py))
+            .unwrap_or(true)
+    };
+    if finalizing() {
+        return;
+    }
     let msg = format!(
         "subprocess {pid} was still running when its event loop went away; killed and reaped it"
     );
-    let r = py.import(intern!(py, "warnings")).and_then(|w| {
-        let cat = py.get_type::<pyo3::exceptions::PyResourceWarning>();
-        w.call_method1(intern!(py, "warn"), (msg, cat, 1))
-    });
-    if let Err(e) = r {
+    let cat = py.get_type::<pyo3::exceptions::PyResourceWarning>();
+    if let Err(e) = warn.call1(py, (msg, cat, 1)) {
         e.write_unraisable(py, None);
     }
 }

@@ -7,6 +7,7 @@ so every Popen keyword, error type, errno and filename is exactly the stdlib's.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import errno
 import fcntl
 import os
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import warnings
+import weakref
 from asyncio import events, tasks
 from typing import Any, Coroutine, Optional
 
@@ -28,6 +30,8 @@ STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
 
 _DEFAULT_LIMIT = 2**16
+#: The reader's flow control doubles its limit: anything above this is as good as no limit.
+_MAX_LIMIT = sys.maxsize // 4
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -334,6 +338,77 @@ def _start_native(
             os.close(fd)
 
 
+def _reader_limit(limit: Any, piped: bool) -> int:
+    """The limit for the stdout/stderr readers, checked before anything is spawned."""
+    if not piped:
+        return _DEFAULT_LIMIT  # asyncio never looks at it without a reader either
+    if limit <= 0:
+        # asyncio raises this inside connection_made() and returns a Process without streams;
+        # raising it here, before anything is spawned, is the documented difference.
+        raise ValueError("Limit cannot be <= 0")
+    if not limit < _MAX_LIMIT:  # huge, inf or nan: no practical limit, as with asyncio
+        return _MAX_LIMIT
+    return max(int(limit), 1)
+
+
+def _pipesize(kwds: dict[str, Any]) -> int:
+    """``pipesize`` for the pipes we create; a bad value is left for Popen to reject."""
+    size = kwds.get("pipesize", -1) if _compat.HAS_PIPESIZE else -1
+    return size if isinstance(size, int) else -1
+
+
+#: Every Process whose child may still run, for the atexit hook (registered on first use).
+_live: weakref.WeakSet[Process] = weakref.WeakSet()
+
+
+def _track(proc: Process) -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(_reap_at_exit)
+        _atexit_registered = True
+    _live.add(proc)
+
+
+_atexit_registered = False
+
+
+def _reap_at_exit() -> None:
+    # While the interpreter is still whole: in finalization no warning could be shown.
+    for proc in sorted(_live, key=lambda p: p.pid):
+        if proc._kill_now():
+            warnings.warn(
+                f"subprocess {proc.pid} was still running at interpreter exit; "
+                "killed and reaped it",
+                ResourceWarning,
+            )
+
+
+def _adopt(
+    loop: Any, popen: Any, pid: int, parent: list[Optional[int]], limit: int, pidfd: Any, args: Any
+) -> Process:
+    """The Process for a running child. If anything fails here, the child is killed and
+    reaped and every fd closed before the exception propagates: no zombie, no leak."""
+    proc = None
+    try:
+        # Owns the fds from here on, also when it raises.
+        proc = Process(loop, popen, pid, parent[0], parent[1], parent[2], limit, pidfd)
+        proc._start()
+        proc.args = args  # as Popen.args: the arguments as given
+        _track(proc)
+    except BaseException:
+        if proc is not None:
+            proc._kill_now()
+        elif popen is not None:
+            popen.kill()
+            popen.wait()
+        else:
+            # Not reaped yet, so the pid cannot have been recycled.
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        raise
+    return proc
+
+
 async def _create(
     loop: Any,
     args: Any,
@@ -341,27 +416,24 @@ async def _create(
     stdin: Any,
     stdout: Any,
     stderr: Any,
-    limit: int,
+    limit: Any,
     kwds: dict[str, Any],
 ) -> Process:
-    if limit <= 0 and (stdout == PIPE or stderr == PIPE):
-        # asyncio raises this inside connection_made() and returns a Process without streams;
-        # raising it here, before anything is spawned, is the documented difference.
-        raise ValueError("Limit cannot be <= 0")
+    limit = _reader_limit(limit, stdout == PIPE or stderr == PIPE)
     pdeathsig = _extras.check_pdeathsig(kwds.pop("pdeathsig", None))
     rlimits = _extras.check_rlimits(kwds.pop("rlimits", None))
     parent: list[Optional[int]] = [None, None, None]
     child_fds: list[int] = []
     job = popen = None
     try:
-        pipesize = kwds.get("pipesize", -1) if _compat.HAS_PIPESIZE else -1
+        pipesize = _pipesize(kwds)
         stdio = [stdin, stdout, stderr]
         for i in range(3):
             if stdio[i] == PIPE:
                 r, w = os.pipe()  # O_CLOEXEC on both ends
                 parent[i], stdio[i] = (w, r) if i == 0 else (r, w)
                 child_fds.append(stdio[i])
-                if pipesize is not None and pipesize > 0:
+                if pipesize > 0:
                     fcntl.fcntl(r, F_SETPIPE_SZ, pipesize)
         if _native_eligible(kwds):
             job = _start_native(
@@ -399,17 +471,9 @@ async def _create(
                 if fd is not None:
                     os.close(fd)
             raise
-        proc = Process(
-            loop, None, job.pid, parent[0], parent[1], parent[2], limit, job.take_pidfd()
-        )
-        proc._start()
-        proc.args = args  # as Popen.args: the arguments as given
-        return proc
+        return _adopt(loop, None, job.pid, parent, limit, job.take_pidfd(), args)
     assert popen is not None
-    proc = Process(loop, popen, popen.pid, parent[0], parent[1], parent[2], limit)
-    proc._start()
-    proc.args = popen.args
-    return await _settle(proc)
+    return await _settle(_adopt(loop, popen, popen.pid, parent, limit, None, popen.args))
 
 
 async def _settle(proc: Process) -> Process:

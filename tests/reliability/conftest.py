@@ -237,9 +237,11 @@ def run_scenario(
     )
 
 
-#: rsubprocess's one line when it kills a child whose loop went away (DESIGN 1b).
+#: rsubprocess's one line when it kills a child whose loop went away or that is still running
+#: at interpreter exit (DESIGN 1b).
 RSUBPROCESS_KILLED = re.compile(
-    r"ResourceWarning: subprocess \d+ was still running when its event loop went away"
+    r"ResourceWarning: subprocess \d+ was still running "
+    r"(when its event loop went away|at interpreter exit)"
 )
 
 

@@ -61,7 +61,7 @@ def test_shutdown_with_running_children(impl_name, loop_kind, tag, how):
         problems.append(f"stderr noise: {first_lines(chr(10).join(extra), 6)}")
     if impl_name == "rsubprocess":
         warned = len(RSUBPROCESS_KILLED.findall(out.stderr))
-        if how != "exit_loop_open" and warned != CHILDREN:
+        if warned != CHILDREN:
             problems.append(f"{warned} 'was still running' ResourceWarnings, {CHILDREN} expected")
     print(f"{impl_name}-{loop_kind}-{how}: {problems or 'clean'}")
     verdict(impl_name, problems, f"shutdown {how}")
