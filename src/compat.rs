@@ -42,6 +42,27 @@ pub fn reader_default_loop(py: Python<'_>) -> PyResult<Py<PyAny>> {
     Ok(l.unbind())
 }
 
+/// A signal number converted as `os.kill` converts it (a `Py_ssize_t`, then C's `(int)`
+/// cast), so a bad one raises what asyncio's `send_signal` raises, with its message.
+pub fn signal_number(sig: &Bound<'_, PyAny>) -> PyResult<i32> {
+    if minor(sig.py()) < 10 && sig.is_instance_of::<pyo3::types::PyFloat>() {
+        return Err(crate::errors::type_error("integer argument expected, got float"));
+    }
+    let py = sig.py();
+    let n: isize = sig.extract().map_err(|e: PyErr| {
+        if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) {
+            // PyO3 converts through a C long; os.kill's message names the ssize_t.
+            pyo3::exceptions::PyOverflowError::new_err(
+                "Python int too large to convert to C ssize_t",
+            )
+        } else {
+            e
+        }
+    })?;
+    // Truncating like CPython's cast: os.kill(pid, 2**32 + 9) sends signal 9.
+    Ok(n as i32)
+}
+
 /// A warning on asyncio's logger, where asyncio logs the same condition.
 pub fn log_warning(py: Python<'_>, msg: &str) -> PyResult<()> {
     let logger = py

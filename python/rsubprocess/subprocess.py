@@ -30,8 +30,6 @@ STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
 
 _DEFAULT_LIMIT = 2**16
-#: The reader's flow control doubles its limit: anything above this is as good as no limit.
-_MAX_LIMIT = sys.maxsize // 4
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -342,13 +340,9 @@ def _reader_limit(limit: Any, piped: bool) -> int:
     """The limit for the stdout/stderr readers, checked before anything is spawned."""
     if not piped:
         return _DEFAULT_LIMIT  # asyncio never looks at it without a reader either
-    if limit <= 0:
-        # asyncio raises this inside connection_made() and returns a Process without streams;
-        # raising it here, before anything is spawned, is the documented difference.
-        raise ValueError("Limit cannot be <= 0")
-    if not limit < _MAX_LIMIT:  # huge, inf or nan: no practical limit, as with asyncio
-        return _MAX_LIMIT
-    return max(int(limit), 1)
+    # asyncio raises this inside connection_made() and returns a Process without streams;
+    # raising it here, before anything is spawned, is the documented difference.
+    return _core.reader_limit(limit)
 
 
 def _pipesize(kwds: dict[str, Any]) -> int:

@@ -347,12 +347,10 @@ impl Process {
     }
 
     fn send_signal(&self, sig: &Bound<'_, PyAny>) -> PyResult<()> {
-        let sig: i32 = sig
-            .call_method0(intern!(sig.py(), "__index__"))?
-            .extract()?;
         if self.returncode.is_some() {
             return Err(errors::process_lookup());
         }
+        let sig = crate::compat::signal_number(sig)?;
         self.signal(sig).map_err(|e| errors::os_error(&e))
     }
 
@@ -361,7 +359,7 @@ impl Process {
     #[pyo3(signature = (sig = None))]
     fn kill_tree(&self, py: Python<'_>, sig: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
         let sig: i32 = match sig {
-            Some(s) => s.call_method0(intern!(py, "__index__"))?.extract()?,
+            Some(s) => crate::compat::signal_number(s)?,
             None => libc::SIGKILL,
         };
         if self.returncode.is_some() {
