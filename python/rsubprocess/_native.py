@@ -113,29 +113,22 @@ def _fork_exec_check(
     """``_posixsubprocess.fork_exec``'s argument checks, exactly as ``_execute_child`` calls
     it (the same arguments in the same order, evaluated in the same order)."""
     p2cread, c2pwrite, errwrite = fds
+    # Its last arguments: (process_group,) gid, extra_groups, uid, umask, preexec_fn,
+    # (allow_vfork); 3.11 added the two in brackets.
+    if PY >= (3, 11):
+        tail: tuple[Any, ...] = (process_group, None, None, _CheckedUid(), umask, None, True)
+    else:
+        tail = (None, None, _CheckedUid(), umask, None)
     try:
-        if PY >= (3, 11):
-            pid = _fork_exec(
-                args, executable_list,
-                close_fds, tuple(sorted(map(int, fds_to_keep))),
-                cwd, env_list,
-                p2cread, -1, -1, c2pwrite, -1, errwrite,
-                -1, errpipe,
-                restore_signals, start_new_session,
-                process_group, None, None, _CheckedUid(), umask,
-                None, True,
-            )  # fmt: skip
-        else:
-            pid = _fork_exec(
-                args, executable_list,
-                close_fds, tuple(sorted(map(int, fds_to_keep))),
-                cwd, env_list,
-                p2cread, -1, -1, c2pwrite, -1, errwrite,
-                -1, errpipe,
-                restore_signals, start_new_session,
-                None, None, _CheckedUid(), umask,
-                None,
-            )  # fmt: skip
+        pid = _fork_exec(
+            args, executable_list,
+            close_fds, tuple(sorted(map(int, fds_to_keep))),
+            cwd, env_list,
+            p2cread, -1, -1, c2pwrite, -1, errwrite,
+            -1, errpipe,
+            restore_signals, start_new_session,
+            *tail,
+        )  # fmt: skip
     except TypeError as exc:
         if str(exc) == _UID_ACCEPTED:
             return

@@ -50,116 +50,66 @@ fn slice_index_error() -> PyErr {
     errors::type_error("slice indices must be integers or None or have an __index__ method")
 }
 
-/// `read(n)` with an `n` that is not an int: asyncio's checks, then the int op.
-pub struct ReadArgOp {
+/// `read(n)` or `readexactly(n)` with an `n` that is not an int (or, for `readexactly`, does
+/// not fit): asyncio's checks on it, in its order, then the int op.
+pub struct ArgOp {
     r: Py<StreamReader>,
     n: Py<PyAny>,
-    inner: Option<ReadOp>,
+    exactly: bool,
+    inner: Option<Box<dyn Op>>,
 }
 
-impl ReadArgOp {
-    pub fn new(r: Py<StreamReader>, n: Py<PyAny>) -> Self {
-        ReadArgOp { r, n, inner: None }
-    }
-}
-
-impl Op for ReadArgOp {
-    fn poll(&mut self, py: Python<'_>) -> PyResult<Poll> {
-        if self.inner.is_none() {
-            if let Some(e) = self.r.borrow(py).exception_err(py) {
-                return Err(e);
-            }
-            let n = self.n.bind(py);
-            if n.eq(0)? {
-                return Ok(Poll::Ready(PyBytes::new(py, b"").into_any().unbind()));
-            }
-            let n = if n.lt(0)? {
-                -1
-            } else {
-                // asyncio slices with it: anything with __index__ is an int there.
-                let index = n
-                    .call_method0(intern!(py, "__index__"))
-                    .map_err(|_| slice_index_error())?;
-                clamped_int(&index)?.ok_or_else(slice_index_error)?
-            };
-            self.inner = Some(ReadOp::new(self.r.clone_ref(py), n));
-        }
-        self.inner.as_mut().expect("set above").poll(py)
-    }
-
-    fn abort(&mut self, py: Python<'_>) {
-        if let Some(op) = &mut self.inner {
-            op.abort(py);
+impl ArgOp {
+    pub fn read(r: Py<StreamReader>, n: Py<PyAny>) -> Self {
+        ArgOp {
+            r,
+            n,
+            exactly: false,
+            inner: None,
         }
     }
 
-    fn name(&self) -> &'static str {
-        "StreamReader.read"
-    }
-
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.r)?;
-        visit.call(&self.n)
-    }
-}
-
-/// `readexactly(n)` with an `n` that is not an int or does not fit: asyncio's checks, then
-/// the int op, whose `IncompleteReadError` names the `n` that was asked for.
-pub struct ReadExactlyArgOp {
-    r: Py<StreamReader>,
-    n: Py<PyAny>,
-    inner: Option<ReadExactlyOp>,
-}
-
-impl ReadExactlyArgOp {
-    pub fn new(r: Py<StreamReader>, n: Py<PyAny>) -> Self {
-        ReadExactlyArgOp { r, n, inner: None }
-    }
-}
-
-impl Op for ReadExactlyArgOp {
-    fn poll(&mut self, py: Python<'_>) -> PyResult<Poll> {
-        if self.inner.is_none() {
-            let n = self.n.bind(py);
-            if n.lt(0)? {
-                return Err(errors::value_error(
-                    "readexactly size can not be less than zero",
-                ));
-            }
-            if let Some(e) = self.r.borrow(py).exception_err(py) {
-                return Err(e);
-            }
-            if n.eq(0)? {
-                return Ok(Poll::Ready(PyBytes::new(py, b"").into_any().unbind()));
-            }
-            let index = n
-                .call_method0(intern!(py, "__index__"))
-                .map_err(|_| slice_index_error())?;
-            let size = clamped_int(&index)?.ok_or_else(slice_index_error)?;
-            self.inner = Some(ReadExactlyOp::new(self.r.clone_ref(py), size));
-        }
-        let res = self.inner.as_mut().expect("set above").poll(py);
-        res.map_err(|e| self.with_expected(py, e))
-    }
-
-    fn abort(&mut self, py: Python<'_>) {
-        if let Some(op) = &mut self.inner {
-            op.abort(py);
+    pub fn readexactly(r: Py<StreamReader>, n: Py<PyAny>) -> Self {
+        ArgOp {
+            r,
+            n,
+            exactly: true,
+            inner: None,
         }
     }
 
-    fn name(&self) -> &'static str {
-        "StreamReader.readexactly"
+    /// asyncio's checks; `Ok(None)` when the answer is `b""` at once.
+    fn prepare(&self, py: Python<'_>) -> PyResult<Option<Box<dyn Op>>> {
+        let n = self.n.bind(py);
+        if self.exactly && n.lt(0)? {
+            return Err(errors::value_error(
+                "readexactly size can not be less than zero",
+            ));
+        }
+        if let Some(e) = self.r.borrow(py).exception_err(py) {
+            return Err(e);
+        }
+        if n.eq(0)? {
+            return Ok(None);
+        }
+        let r = self.r.clone_ref(py);
+        if !self.exactly && n.lt(0)? {
+            return Ok(Some(Box::new(ReadOp::new(r, -1))));
+        }
+        // asyncio slices with it: anything with __index__ is an int there.
+        let size = n
+            .call_method0(intern!(py, "__index__"))
+            .ok()
+            .and_then(|i| clamped_int(&i).ok().flatten())
+            .ok_or_else(slice_index_error)?;
+        Ok(Some(if self.exactly {
+            Box::new(ReadExactlyOp::new(r, size))
+        } else {
+            Box::new(ReadOp::new(r, size))
+        }))
     }
 
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.r)?;
-        visit.call(&self.n)
-    }
-}
-
-impl ReadExactlyArgOp {
-    /// The inner op's `IncompleteReadError` carries the clamped size: rebuild it with `n`.
+    /// The int op's `IncompleteReadError` carries the clamped size: rebuild it with `n`.
     fn with_expected(&self, py: Python<'_>, err: PyErr) -> PyErr {
         let value = err.value(py);
         let is_incomplete = py
@@ -175,6 +125,45 @@ impl ReadExactlyArgOp {
         match rebuilt {
             Ok(exc) => PyErr::from_value(exc),
             Err(e) => e,
+        }
+    }
+}
+
+impl Op for ArgOp {
+    fn poll(&mut self, py: Python<'_>) -> PyResult<Poll> {
+        if self.inner.is_none() {
+            match self.prepare(py)? {
+                Some(op) => self.inner = Some(op),
+                None => return Ok(Poll::Ready(PyBytes::new(py, b"").into_any().unbind())),
+            }
+        }
+        let res = self.inner.as_mut().expect("set above").poll(py);
+        if self.exactly {
+            return res.map_err(|e| self.with_expected(py, e));
+        }
+        res
+    }
+
+    fn abort(&mut self, py: Python<'_>) {
+        if let Some(op) = &mut self.inner {
+            op.abort(py);
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        if self.exactly {
+            "StreamReader.readexactly"
+        } else {
+            "StreamReader.read"
+        }
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.r)?;
+        visit.call(&self.n)?;
+        match &self.inner {
+            Some(op) => op.traverse(visit),
+            None => Ok(()),
         }
     }
 }

@@ -14,7 +14,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::bridge::looputil;
 use crate::bridge::Coro;
 use crate::errors;
-use crate::streams::args::{clamped_int, reader_limit, Arg, ReadArgOp, ReadExactlyArgOp};
+use crate::streams::args::{clamped_int, reader_limit, Arg, ArgOp};
 use crate::streams::buffer::ByteBuf;
 use crate::streams::reader_ops::{ReadExactlyOp, ReadOp, ReadUntilOp, Separators};
 use crate::sys;
@@ -463,7 +463,7 @@ impl StreamReader {
             Arg::Default => Coro::new(ReadOp::new(r, -1)),
             Arg::Given(obj) => match clamped_int(obj.bind(slf.py()))? {
                 Some(n) => Coro::new(ReadOp::new(r, n)),
-                None => Coro::new(ReadArgOp::new(r, obj)),
+                None => Coro::new(ArgOp::read(r, obj)),
             },
         })
     }
@@ -486,7 +486,7 @@ impl StreamReader {
         match n.cast::<PyInt>().ok().and_then(|i| i.extract::<isize>().ok()) {
             Some(n) => Coro::new(ReadExactlyOp::new(r, n)),
             // Huge or not an int: asyncio's comparisons, and the `n` it was given in errors.
-            None => Coro::new(ReadExactlyArgOp::new(r, n.clone().unbind())),
+            None => Coro::new(ArgOp::readexactly(r, n.clone().unbind())),
         }
     }
 

@@ -30,7 +30,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import warnings
 from typing import Any
 
@@ -446,4 +445,3 @@ def test_bad_input_corpus(impl, loop_kind, tag, corpus):
 
 def test_corpus_is_deterministic():
     assert spawn_corpus(SEED, 50) == spawn_corpus(SEED, 50)
-    assert sys.version_info >= (3, 9)

@@ -28,15 +28,16 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import behaviour, children, proc_stat
-from tests.reliability.conftest import (
-    fd_count,
+from tests.helpers import (
+    behaviour,
+    children,
     finish,
+    proc_stat,
     settle,
     uvloop_leftovers,
-    verdict,
     warm_up,
 )
+from tests.reliability.conftest import fd_count, verdict
 
 pytestmark = pytest.mark.timeout(120)
 

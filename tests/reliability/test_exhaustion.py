@@ -29,10 +29,8 @@ pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 
 def check(out, err: int) -> list[str]:
-    if out.timed_out:
-        return [f"hung (killed after {out.elapsed:.0f} s)"]
-    if out.returncode != 0 or out.result is None:
-        return [f"exit status {out.returncode}: {first_lines(out.stderr)}"]
+    if out.failure():
+        return out.failure()
     problems = []
     failures = 0
     for a in out.result["attempts"]:

@@ -42,10 +42,8 @@ def lost_child_warning(pid: int) -> str:
 
 
 def check(out, mode: str) -> list[str]:
-    if out.timed_out:
-        return [f"the scenario hung (killed after {out.elapsed:.0f} s)"]
-    if out.returncode != 0 or out.result is None:
-        return [f"exit status {out.returncode}: {first_lines(out.stderr)}"]
+    if out.failure():
+        return out.failure()
     r = out.result
     problems = []
     reaps_foreign = mode != "sigchld_counting_handler"

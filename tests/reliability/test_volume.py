@@ -12,8 +12,16 @@ import shutil
 
 import pytest
 
-from tests.helpers import asyncio_reference, behaviour, children, exc_summary, open_fds
-from tests.reliability.conftest import fd_count, scaled, settle, warm_up, zombies
+from tests.helpers import (
+    asyncio_reference,
+    behaviour,
+    children,
+    exc_summary,
+    open_fds,
+    settle,
+    warm_up,
+)
+from tests.reliability.conftest import fd_count, scaled, zombies
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.slow]
 
