@@ -89,15 +89,29 @@ def new_loop(loop_kind: str, debug: bool = True) -> asyncio.AbstractEventLoop:
     return loop
 
 
+#: How long cancelled tasks get to finish when a test loop is closed.
+CANCEL_GRACE = 10.0
+
+
 def cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
-    """asyncio.runners._cancel_all_tasks, returning the tasks that were still pending."""
+    """asyncio.runners._cancel_all_tasks, returning the tasks that were still pending.
+
+    Unlike asyncio.run(), it gives up on tasks that ignore their cancellation after
+    CANCEL_GRACE seconds (reported to the loop's exception handler): a hung task fails its
+    test instead of hanging the whole run (pytest-timeout's alarm does not always get
+    through a uvloop loop blocked in epoll)."""
     pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
     if not pending:
         return []
     for task in pending:
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_GRACE))
     for task in pending:
+        if not task.done():
+            loop.call_exception_handler(
+                {"message": "task ignored its cancellation at test loop shutdown", "task": task}
+            )
+            continue
         if task.cancelled():
             continue
         if task.exception() is not None:

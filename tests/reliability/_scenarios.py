@@ -5,8 +5,8 @@
 Each prints one ``RESULT {json}`` line on stdout; tests/reliability/conftest.py's
 ``run_scenario`` runs it (in a session of its own, killed on timeout) and the tests assert on
 the result, the exit status and the interpreter's stderr. Besides the standard library, uvloop
-and rsubprocess, only tests/helpers.py is imported (no pytest): this file runs on every
-supported Python (3.9+).
+and rsubprocess, it imports tests/helpers.py, and the test modules whose body a scenario
+reuses: this file runs on every supported Python (3.9+).
 """
 
 from __future__ import annotations
@@ -618,6 +618,46 @@ def nproc(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
 
     run(kind, main())
     return {"attempts": attempts, "uid": os.getuid(), "eagain": errno.EAGAIN}
+
+
+# --- cancellation storm ------------------------------------------------------------------------
+
+
+@scenario
+def storm(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    """tests/reliability/test_cancellation.py's storm, for asyncio, whose tasks can ignore
+    cancellation (uvloop) and so hang the loop's close: the result is reported first, then the
+    loop is closed under a watchdog that reports a hang and ends the interpreter."""
+    from tests.reliability import test_cancellation as tc
+
+    token = os.environ["RSP_RELIABILITY_TOKEN"]
+    env = dict(os.environ)
+    log = capture_asyncio_log()
+    handler: list[str] = []
+
+    def cleanup() -> dict[int, str]:
+        from tests.reliability.conftest import Tag
+
+        return Tag(token).cleanup()
+
+    loop = new_loop(kind, debug=False)
+    loop.set_exception_handler(
+        lambda _loop, ctx: handler.append(f"{ctx.get('message')} {ctx.get('exception')!r}")
+    )
+    asyncio.set_event_loop(loop)
+    result = loop.run_until_complete(tc.storm(ns, args["seed"], env, cleanup))
+    gc.collect()
+    result.update(handler=handler, log=[m for m in log.messages if m.startswith("ERROR")])
+
+    def close_hung() -> None:
+        print("RESULT " + json.dumps({**result, "close_hung": True}), flush=True)
+        os._exit(0)
+
+    watchdog = threading.Timer(5, close_hung)
+    watchdog.start()
+    close_loop(loop)
+    watchdog.cancel()
+    return {**result, "close_hung": False}
 
 
 # --- bad input ---------------------------------------------------------------------------------
