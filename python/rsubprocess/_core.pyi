@@ -12,6 +12,7 @@ __all__ = [
     "SpawnJob",
     "StreamReader",
     "StreamWriter",
+    "_join_watchers",
     "_register_stream_types",
     "native_spawn_available",
     "reader_limit",
@@ -146,6 +147,7 @@ class Process:
 
 def _register_stream_types(reader: type[StreamReader], writer: type[StreamWriter]) -> None: ...
 def reader_limit(limit: Any) -> int: ...
+def _join_watchers(timeout: float) -> None: ...
 
 @final
 class SpawnJob:

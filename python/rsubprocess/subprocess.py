@@ -216,6 +216,8 @@ def _reap_at_exit() -> None:
                 ResourceWarning,
                 stacklevel=1,
             )
+    # Exit-watch threads (no pidfd polling) must be out of Python before finalization.
+    _core._join_watchers(1.0)
 
 
 def _adopt(

@@ -3,7 +3,7 @@
 //! Exit is watched with a pidfd registered with the loop (`add_reader`) and reaped with
 //! `waitid(P_PIDFD, WNOHANG)` on the loop thread: no SIGCHLD handler, no `waitpid(-1)`, no
 //! thread per child. Where `pidfd_open` is unavailable, a short-lived thread blocks in
-//! `waitid(WNOWAIT)` (which does not reap) and hands over to the loop, which reaps.
+//! `waitid(WNOWAIT)` (which does not reap) and hands over to the loop, which reaps (`watcher`).
 //! Signals go through the pidfd, so a reaped (and possibly recycled) pid is never signalled.
 //! Without any pidfd (Popen path on kernels before 5.3) the pid's start time, recorded at
 //! spawn, is checked before every reap and signal: a pid that someone else reaped and the
@@ -11,6 +11,7 @@
 
 pub mod ops;
 pub mod tree;
+pub mod watcher;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -108,8 +109,7 @@ impl Process {
         }
     }
 
-    /// Fallback exit watch for kernels without pidfd: one thread per child, alive only until
-    /// that child exits; it never reaps, so the loop thread stays the only reaper.
+    /// Fallback exit watch for kernels without pidfd polling (see `watcher`).
     fn watch_with_thread(slf: &Bound<'_, Self>) -> PyResult<()> {
         let (pid, loop_, pidfd) = {
             let p = slf.borrow();
@@ -119,29 +119,7 @@ impl Process {
         // The thread's own copy of the pidfd (native spawn has one from clone), closed when
         // it ends: waiting through it can never wait for a recycled pid.
         let pidfd = pidfd.map_err(|e| errors::os_error(&e))?;
-        let obj: Py<Process> = slf.clone().unbind();
-        std::thread::Builder::new()
-            .name(format!("rsubprocess-wait-{pid}"))
-            .spawn(move || {
-                // Exited, or ECHILD (reaped by someone else): either way the loop finds out.
-                let _ = sys::wait_exit_noreap(pidfd.as_ref(), pid);
-                drop(pidfd);
-                Python::try_attach(|py| {
-                    // No borrow of `obj` here: the loop thread may hold one across a call that
-                    // let this thread take the GIL.
-                    let scheduled = obj.getattr(py, intern!(py, "_on_exit")).and_then(|cb| {
-                        loop_.call_method1(py, intern!(py, "call_soon_threadsafe"), (cb,))
-                    });
-                    if scheduled.is_err() {
-                        // Loop closed: reap here so no zombie is left.
-                        if let Ok(mut p) = obj.try_borrow_mut(py) {
-                            p.reap_now(py);
-                        }
-                    }
-                });
-            })
-            .map_err(|e| errors::os_error(&e))?;
-        Ok(())
+        watcher::spawn(pid, pidfd, loop_, slf.clone().unbind()).map_err(|e| errors::os_error(&e))
     }
 
     /// Reaps if the child has exited; returns whether the returncode is now known.
