@@ -76,6 +76,12 @@ def check(out, mode: str) -> list[str]:
     extra_noise = noise(out.stderr)
     if extra_noise:
         problems.append(f"stderr: {first_lines(chr(10).join(extra_noise), 4)}")
+    rcs = [e.get("returncode", "hang" if e.get("hang") else "raised") for e in r["results"]]
+    print(
+        f"{mode}: {len(rcs)} children, {rcs.count(255)} reported 255 (reaped by someone else), "
+        f"{sum(rc in ('hang', 'raised') for rc in rcs)} hung or raised, "
+        f"{len(r['log'])} log warnings, {r['elapsed']:.1f} s"
+    )
     return problems
 
 
