@@ -64,6 +64,10 @@ pub fn value_error(msg: &'static str) -> PyErr {
     PyValueError::new_err(msg)
 }
 
+pub fn type_error(msg: &'static str) -> PyErr {
+    pyo3::exceptions::PyTypeError::new_err(msg)
+}
+
 /// asyncio's transports `assert isinstance(data, (bytes, bytearray, memoryview)), repr(data)`.
 pub fn not_bytes(data: &Bound<'_, PyAny>) -> PyErr {
     match data.repr() {

@@ -29,7 +29,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<streams::reader::LineIter>()?;
     m.add_class::<streams::writer::StreamWriter>()?;
     m.add_class::<process::Process>()?;
+    m.add_function(wrap_pyfunction!(process::watcher::_join_watchers, m)?)?;
     m.add_function(wrap_pyfunction!(streams::_register_stream_types, m)?)?;
+    m.add_function(wrap_pyfunction!(streams::args::reader_limit, m)?)?;
     m.add_class::<spawn::SpawnJob>()?;
     m.add_function(wrap_pyfunction!(spawn::spawn, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::native_spawn_available, m)?)?;

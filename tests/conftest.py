@@ -20,8 +20,6 @@ Every test, whatever it is, fails when it leaves behind:
 from __future__ import annotations
 
 import gc
-import os
-import signal
 import types
 import warnings
 from typing import Any
@@ -33,6 +31,7 @@ from tests.helpers import (
     ASYNCIO_ENTRY_POINTS,
     children,
     format_contexts,
+    kill_and_reap,
     load_rsubprocess,
     open_fds,
     run_on_new_loop,
@@ -40,17 +39,13 @@ from tests.helpers import (
     thread_count,
     thread_names,
     wait_until,
+    warm_up,
 )
 
 pytest_plugins = ["pytester"]  # tests/test_harness.py
 
 IMPLS = ("asyncio", "rsubprocess")
 LOOPS = ("asyncio", "uvloop")
-
-
-# tests/reliability is issue #7's suite, still being built (not yet green on every version):
-# collected only on request until it is, so `make test` stays meaningful.
-collect_ignore = [] if os.environ.get("RSUBPROCESS_RELIABILITY") == "1" else ["reliability"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -161,49 +156,23 @@ def _warm_up_all(config: pytest.Config) -> None:
         except ImportError:
             pass
 
-    def work(ns: types.SimpleNamespace) -> Any:
-        async def main() -> None:
-            proc = await ns.create_subprocess_exec(
-                "cat", stdin=ns.PIPE, stdout=ns.PIPE, stderr=ns.PIPE
-            )
-            await proc.communicate(b"x" * (1 << 20))
-            proc = await ns.create_subprocess_shell("exit 0")
-            await proc.wait()
-
-        return main
-
     # A broken build is reported by the tests themselves, not here: no noise, short timeout.
     with warnings.catch_warnings(), swallow_unraisable():
         warnings.simplefilter("ignore")
         for ns in impls:
             for kind in _option_list(config, "loop", LOOPS):
                 try:
-                    run_on_new_loop(kind, work(ns), 10, [])
+                    run_on_new_loop(kind, lambda ns=ns: warm_up(ns), 10, [])
                 except Exception:
                     pass
         gc.collect()
-    _kill_and_reap(children())
+    kill_and_reap(children())
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _warm_up(pytestconfig: pytest.Config) -> None:
     _warm_up_all(pytestconfig)
     gc.collect()
-
-
-def _kill_and_reap(pids: dict[int, str]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    # Give their owner (asyncio's watcher thread, rsubprocess) a moment to reap them itself.
-    wait_until(lambda: not (set(children()) & set(pids)), 1.0)
-    for pid in set(children()) & set(pids):
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
 
 
 @pytest.fixture(autouse=True)
@@ -240,7 +209,7 @@ def _leak_check():
                 except OSError:
                     cmdlines[p] = "?"
             problems.append(f"children still running: {cmdlines}")
-        _kill_and_reap(left)
+        kill_and_reap(left)
 
     # File descriptors.
     def new_fds() -> dict[int, str]:

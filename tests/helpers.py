@@ -12,10 +12,12 @@ import asyncio.subprocess as _aio_subprocess
 import contextlib
 import gc
 import os
+import signal
 import sys
 import time
 import types
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 PY = sys.version_info[:2]
@@ -75,25 +77,41 @@ def behaviour(impl: types.SimpleNamespace, loop_kind: str) -> str:
     return "cpython" if loop_kind == "asyncio" else "uvloop"
 
 
-def new_loop(loop_kind: str) -> asyncio.AbstractEventLoop:
+def new_loop(loop_kind: str, debug: bool = True) -> asyncio.AbstractEventLoop:
+    """A fresh loop; asyncio's in debug mode unless ``debug`` is False (timing scenarios,
+    where debug mode's slow-callback log would be noise)."""
     if loop_kind == "uvloop":
         import uvloop
 
         return uvloop.new_event_loop()
     loop = asyncio.new_event_loop()
-    loop.set_debug(True)
+    loop.set_debug(debug)
     return loop
 
 
+#: How long cancelled tasks get to finish when a test loop is closed.
+CANCEL_GRACE = 10.0
+
+
 def cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
-    """asyncio.runners._cancel_all_tasks, returning the tasks that were still pending."""
+    """asyncio.runners._cancel_all_tasks, returning the tasks that were still pending.
+
+    Unlike asyncio.run(), it gives up on tasks that ignore their cancellation after
+    CANCEL_GRACE seconds (reported to the loop's exception handler): a hung task fails its
+    test instead of hanging the whole run (pytest-timeout's alarm does not always get
+    through a uvloop loop blocked in epoll)."""
     pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
     if not pending:
         return []
     for task in pending:
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_GRACE))
     for task in pending:
+        if not task.done():
+            loop.call_exception_handler(
+                {"message": "task ignored its cancellation at test loop shutdown", "task": task}
+            )
+            continue
         if task.cancelled():
             continue
         if task.exception() is not None:
@@ -285,6 +303,63 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+async def settle(
+    predicate: Callable[[], bool], timeout: float = 2.0, interval: float = 0.01
+) -> bool:
+    """``wait_until`` inside a running loop, which meanwhile closes transports and reaps."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(interval)
+
+
+def kill_and_reap(pids: Iterable[int], grace: float = 1.0) -> None:
+    """SIGKILL, then reap whichever are still our children after ``grace`` seconds (their
+    owner -- asyncio's watcher thread, rsubprocess -- gets the chance to reap them first)."""
+    pids = set(pids)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not (set(children()) & pids), grace)
+    for pid in set(children()) & pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+@contextlib.contextmanager
+def uvloop_leftovers(active: bool) -> Iterator[list[int]]:
+    """uvloop bug (asyncio-uvloop only): a cancelled create_subprocess_* can leave the child
+    running and its transport unclosed (ResourceWarning at loop close). Yields the list of
+    such children, killed and reaped on exit, so it is recorded as asyncio's result instead
+    of failing the next test."""
+    killed: list[int] = []
+    if not active:
+        yield killed
+        return
+    before = set(children())
+    with warnings.catch_warnings(), swallow_unraisable():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            yield killed
+        finally:
+            gc.collect()
+    killed.extend(set(children()) - before)
+    kill_and_reap(killed, grace=0)
+
+
+async def warm_up(ns: types.SimpleNamespace) -> None:
+    """Spawns with every pipe and a bulk transfer on the running loop, before an fd baseline
+    is taken: loops and rsubprocess make some resources lazily (uvloop opens /dev/null on
+    first use, rsubprocess its runtime)."""
+    proc = await ns.create_subprocess_exec("cat", stdin=ns.PIPE, stdout=ns.PIPE, stderr=ns.PIPE)
+    await proc.communicate(b"x" * (1 << 20))
+    proc = await ns.create_subprocess_shell("exit 0", stdin=ns.DEVNULL, stdout=ns.DEVNULL)
+    await proc.wait()
 
 
 async def finish(proc: Any) -> int:

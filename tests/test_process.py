@@ -41,6 +41,7 @@ from tests.helpers import (
     run_on_new_loop,
     spawn_outcome,
     swallow_unraisable,
+    uvloop_leftovers,
     wait_until,
 )
 
@@ -586,26 +587,6 @@ def test_cancel_wait_leaves_child_alone(impl, run):
         assert await proc.wait() == -signal.SIGKILL
 
     run(main)
-
-
-@contextlib.contextmanager
-def uvloop_leftovers(active: bool):
-    """uvloop bug: a create_subprocess_* cancelled mid-way leaves the child running and its
-    transport unclosed (ResourceWarning at loop close). Clean that up so it is not blamed on the
-    next test; only for [asyncio-uvloop]."""
-    if not active:
-        yield
-        return
-    before = set(children())
-    with warnings.catch_warnings(), swallow_unraisable():
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            yield
-        finally:
-            gc.collect()
-    for pid in set(children()) - before:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
 
 
 @pytest.mark.parametrize("yields", [0, 1, 2, 3, 5, 10, 50])

@@ -7,17 +7,18 @@ so every Popen keyword, error type, errno and filename is exactly the stdlib's.
 from __future__ import annotations
 
 import asyncio
-import errno
+import atexit
 import fcntl
 import os
 import signal
 import subprocess
 import sys
 import warnings
+import weakref
 from asyncio import events, tasks
 from typing import Any, Coroutine, Optional
 
-from . import _compat, _core, _extras
+from . import _compat, _core, _extras, _native
 from ._transports import SubprocessTransport
 from .streams import StreamReader, StreamWriter
 
@@ -175,163 +176,74 @@ def _check_common(kwds: dict[str, Any]) -> None:
         raise TypeError(_compat.LOOP_TYPEERROR)
 
 
-#: Keywords the native spawn path honours exactly; anything else goes through Popen.
-_NATIVE_KWARGS = frozenset(
-    {
-        "executable",
-        "cwd",
-        "env",
-        "close_fds",
-        "pass_fds",
-        "restore_signals",
-        "start_new_session",
-        "umask",
-        *(("process_group",) if sys.version_info >= (3, 11) else ()),
-    }
-)
-_native_broken = False
-#: A patched ``subprocess.Popen`` (a test's mock, a sandbox's wrapper) is honoured: spawn
-#: through it rather than natively.
-_STDLIB_POPEN = subprocess.Popen
+def _reader_limit(limit: Any, piped: bool) -> int:
+    """The limit for the stdout/stderr readers, checked before anything is spawned."""
+    if not piped:
+        return _DEFAULT_LIMIT  # asyncio never looks at it without a reader either
+    # asyncio raises this inside connection_made() and returns a Process without streams;
+    # raising it here, before anything is spawned, is the documented difference.
+    return _core.reader_limit(limit)
 
 
-def _child_fd(spec: Any, devnull: list[int]) -> Optional[int]:
-    """Popen's ``_get_handles`` for one stream, or None if only Popen can take it."""
-    if spec is None:
-        return -1
-    if spec == DEVNULL:
-        if not devnull:
-            devnull.append(os.open(os.devnull, os.O_RDWR))
-        return devnull[0]
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        return spec
-    return None
+def _pipesize(kwds: dict[str, Any]) -> int:
+    """``pipesize`` for the pipes we create; a bad value is left for Popen to reject."""
+    size = kwds.get("pipesize", -1) if _compat.HAS_PIPESIZE else -1
+    return size if isinstance(size, int) else -1
 
 
-def _native_eligible(kwds: dict[str, Any]) -> bool:
-    return (
-        not _native_broken
-        and _core.native_spawn_available()
-        and _NATIVE_KWARGS.issuperset(kwds)
-        and subprocess.Popen is _STDLIB_POPEN
-        and os.environ.get("RSUBPROCESS_SPAWN") != "popen"
-    )
+#: Every Process whose child may still run, for the atexit hook (registered on first use).
+_live: weakref.WeakSet[Process] = weakref.WeakSet()
 
 
-def _start_native(
-    args: Any,
-    shell: bool,
-    fds: tuple[Any, Any, Any],
-    kwds: dict[str, Any],
-    pdeathsig: int = 0,
-    rlimits: Optional[list[tuple[int, int, int]]] = None,
-) -> Any:
-    """Start the child without Popen; None if only Popen can take these arguments.
+def _track(proc: Process) -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(_reap_at_exit)
+        _atexit_registered = True
+    _live.add(proc)
 
-    Argument handling is Popen's ``_execute_child``, step for step, so errors match.
-    """
-    global _native_broken
-    devnull: list[int] = []
-    try:
-        cfds = [_child_fd(f, devnull) for f in fds[:2]]
-        if fds[2] == STDOUT:
-            out = cfds[1]
-            cfds.append(out if out != -1 else sys.__stdout__.fileno())  # type: ignore[union-attr]
-        else:
-            cfds.append(_child_fd(fds[2], devnull))
-        if cfds[0] is None or cfds[1] is None or cfds[2] is None:
-            return None
-        if fds[1] is STDOUT and sys.version_info >= (3, 13):
-            raise ValueError("STDOUT can only be used for stderr")
-        executable = kwds.get("executable")
-        cwd = kwds.get("cwd")
-        env = kwds.get("env")
-        close_fds = kwds.get("close_fds", True)
-        pass_fds = kwds.get("pass_fds", ())
-        if pass_fds and not close_fds:
-            warnings.warn("pass_fds overriding close_fds.", RuntimeWarning, stacklevel=4)
-            close_fds = True
-        if isinstance(args, (str, bytes)):
-            args = [args]
-        elif isinstance(args, os.PathLike):
-            if shell:
-                raise TypeError("path-like args is not allowed when shell is true")
-            args = [args]
-        else:
-            args = list(args)
-        if shell:
-            args = ["/bin/sh", "-c", *args]
-            if executable:
-                args[0] = executable
-        if executable is None:
-            executable = args[0]
-        sys.audit("subprocess.Popen", executable, args, cwd, env)
-        orig_executable = executable
-        envp = None
-        if env is not None:
-            envp = []
-            for k, v in env.items():
-                k = os.fsencode(k)
-                if b"=" in k:
-                    raise ValueError("illegal environment variable name")
-                envp.append(k + b"=" + os.fsencode(v))
-        executable = os.fsencode(executable)
-        if os.path.dirname(executable):
-            exec_list = [executable]
-        else:
-            exec_list = [os.path.join(os.fsencode(d), executable) for d in os.get_exec_path(env)]
-        keep = sorted({int(fd) for fd in pass_fds})
-        if keep and keep[0] < 0:
-            raise ValueError("bad value(s) in fds_to_keep")
-        argv = [os.fsencode(a) for a in args]
-        pgid = kwds.get("process_group")
-        umask = kwds.get("umask", -1)
-        # Which filename CPython's OSError names for a failure before exec: its posix_spawn
-        # path names the executable; its fork path names cwd before 3.13 and nothing since.
-        posix_spawn_like = (
-            bool(os.path.dirname(orig_executable))
-            and (not close_fds or sys.version_info >= (3, 13))
-            and not pass_fds
-            and cwd is None
-            and all(fd is not None and (fd == -1 or fd > 2) for fd in cfds)
-            and not kwds.get("start_new_session", False)
-            and pgid is None
-            and umask < 0
-        )
-        if posix_spawn_like:
-            setup_filename: Optional[tuple[Any]] = (orig_executable,)
-        elif sys.version_info >= (3, 13):
-            setup_filename = None
-        else:
-            setup_filename = (cwd,)
-        try:
-            return _core.spawn(
-                argv,
-                exec_list,
-                envp,
-                None if cwd is None else os.fsencode(cwd),
-                (cfds[0], cfds[1], cfds[2]),
-                bool(close_fds),
-                keep,
-                bool(kwds.get("restore_signals", True)),
-                bool(kwds.get("start_new_session", False)),
-                -1 if pgid is None else pgid,
-                umask,
-                orig_executable,
-                cwd,
-                setup_filename,
-                pdeathsig,
-                rlimits or [],
+
+_atexit_registered = False
+
+
+def _reap_at_exit() -> None:
+    # While the interpreter is still whole: in finalization no warning could be shown.
+    for proc in sorted(_live, key=lambda p: p.pid):
+        if proc._kill_now():
+            warnings.warn(
+                f"subprocess {proc.pid} was still running at interpreter exit; "
+                "killed and reaped it",
+                ResourceWarning,
+                stacklevel=1,
             )
-        except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
-                # clone(CLONE_PIDFD) unsupported here (kernel < 5.2, seccomp): use Popen.
-                _native_broken = True
-                return None
-            raise
-    finally:
-        for fd in devnull:
-            os.close(fd)
+    # Exit-watch threads (no pidfd polling) must be out of Python before finalization.
+    _core._join_watchers(1.0)
+
+
+def _adopt(
+    loop: Any, popen: Any, pid: int, parent: list[Optional[int]], limit: int, pidfd: Any, args: Any
+) -> Process:
+    """The Process for a running child. If anything fails here, the child is killed and
+    reaped and every fd closed before the exception propagates: no zombie, no leak."""
+    proc = None
+    try:
+        # Owns the fds from here on, also when it raises.
+        proc = Process(loop, popen, pid, parent[0], parent[1], parent[2], limit, pidfd)
+        proc._start()
+        proc.args = args  # as Popen.args: the arguments as given
+        _track(proc)
+    except BaseException:
+        if proc is not None:
+            proc._kill_now()
+        elif popen is not None:
+            popen.kill()
+            popen.wait()
+        else:
+            # Not reaped yet, so the pid cannot have been recycled.
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        raise
+    return proc
 
 
 async def _create(
@@ -341,30 +253,27 @@ async def _create(
     stdin: Any,
     stdout: Any,
     stderr: Any,
-    limit: int,
+    limit: Any,
     kwds: dict[str, Any],
 ) -> Process:
-    if limit <= 0 and (stdout == PIPE or stderr == PIPE):
-        # asyncio raises this inside connection_made() and returns a Process without streams;
-        # raising it here, before anything is spawned, is the documented difference.
-        raise ValueError("Limit cannot be <= 0")
+    limit = _reader_limit(limit, stdout == PIPE or stderr == PIPE)
     pdeathsig = _extras.check_pdeathsig(kwds.pop("pdeathsig", None))
     rlimits = _extras.check_rlimits(kwds.pop("rlimits", None))
     parent: list[Optional[int]] = [None, None, None]
     child_fds: list[int] = []
     job = popen = None
     try:
-        pipesize = kwds.get("pipesize", -1) if _compat.HAS_PIPESIZE else -1
+        pipesize = _pipesize(kwds)
         stdio = [stdin, stdout, stderr]
         for i in range(3):
             if stdio[i] == PIPE:
                 r, w = os.pipe()  # O_CLOEXEC on both ends
                 parent[i], stdio[i] = (w, r) if i == 0 else (r, w)
                 child_fds.append(stdio[i])
-                if pipesize is not None and pipesize > 0:
+                if pipesize > 0:
                     fcntl.fcntl(r, F_SETPIPE_SZ, pipesize)
-        if _native_eligible(kwds):
-            job = _start_native(
+        if _native.native_eligible(kwds):
+            job = _native.start_native(
                 args, shell, (stdio[0], stdio[1], stdio[2]), kwds, pdeathsig, rlimits
             )
         if job is None:
@@ -399,17 +308,9 @@ async def _create(
                 if fd is not None:
                     os.close(fd)
             raise
-        proc = Process(
-            loop, None, job.pid, parent[0], parent[1], parent[2], limit, job.take_pidfd()
-        )
-        proc._start()
-        proc.args = args  # as Popen.args: the arguments as given
-        return proc
+        return _adopt(loop, None, job.pid, parent, limit, job.take_pidfd(), args)
     assert popen is not None
-    proc = Process(loop, popen, popen.pid, parent[0], parent[1], parent[2], limit)
-    proc._start()
-    proc.args = popen.args
-    return await _settle(proc)
+    return await _settle(_adopt(loop, popen, popen.pid, parent, limit, None, popen.args))
 
 
 async def _settle(proc: Process) -> Process:

@@ -3,11 +3,15 @@
 //! Exit is watched with a pidfd registered with the loop (`add_reader`) and reaped with
 //! `waitid(P_PIDFD, WNOHANG)` on the loop thread: no SIGCHLD handler, no `waitpid(-1)`, no
 //! thread per child. Where `pidfd_open` is unavailable, a short-lived thread blocks in
-//! `waitid(WNOWAIT)` (which does not reap) and hands over to the loop, which reaps.
+//! `waitid(WNOWAIT)` (which does not reap) and hands over to the loop, which reaps (`watcher`).
 //! Signals go through the pidfd, so a reaped (and possibly recycled) pid is never signalled.
+//! Without any pidfd (Popen path on kernels before 5.3) the pid's start time, recorded at
+//! spawn, is checked before every reap and signal: a pid that someone else reaped and the
+//! kernel gave to a new process is reported as a lost child (returncode 255), never touched.
 
 pub mod ops;
 pub mod tree;
+pub mod watcher;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -35,6 +39,16 @@ pub struct Process {
     pub(crate) stdout: Option<Py<StreamReader>>,
     pub(crate) stderr: Option<Py<StreamReader>>,
     owner_pid: u32,
+    /// Start time (clock ticks after boot, /proc/<pid>/stat) of a child watched by pid alone.
+    start_time: Option<u64>,
+}
+
+/// Field 22 of /proc/<pid>/stat: unique for a pid's lifetime, so a recycled pid differs.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
+    let field = std::str::from_utf8(after).ok()?.split_whitespace().nth(19)?;
+    field.parse().ok()
 }
 
 fn own(fd: Option<i32>) -> PyResult<Option<OwnedFd>> {
@@ -45,7 +59,10 @@ fn own(fd: Option<i32>) -> PyResult<Option<OwnedFd>> {
 impl Process {
     fn start_watch(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let pid = slf.borrow().pid;
+        let (pid, has_pidfd) = {
+            let p = slf.borrow();
+            (p.pid, p.pidfd.is_some())
+        };
         let disabled = std::env::var_os("RSUBPROCESS_NO_PIDFD").is_some_and(|v| !v.is_empty());
         let res = if disabled {
             Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
@@ -61,44 +78,48 @@ impl Process {
                 p.pidfd = Some(fd);
                 p.pidfd_registered = true;
             }
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                // Already reaped by someone else: report it on the next loop turn.
-                let cb = slf.getattr(intern!(py, "_on_exit"))?.unbind();
-                looputil::call_soon(py, &slf.borrow().loop_, cb)?;
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Process::report_lost(slf)?,
+            Err(_) if has_pidfd => Process::watch_with_thread(slf)?,
+            Err(_) => {
+                let t = start_time(pid);
+                if t.is_none() && std::path::Path::new("/proc/self/stat").exists() {
+                    // Gone from /proc already: reaped by someone else.
+                    return Process::report_lost(slf);
+                }
+                slf.borrow_mut().start_time = t;
+                Process::watch_with_thread(slf)?;
             }
-            Err(_) => Process::watch_with_thread(slf)?,
         }
         Ok(())
     }
 
-    /// Fallback exit watch for kernels without pidfd: one thread per child, alive only until
-    /// that child exits; it never reaps, so the loop thread stays the only reaper.
+    /// Already reaped by someone else: report it on the next loop turn (`reap_now` finds out).
+    fn report_lost(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let cb = slf.getattr(intern!(py, "_on_exit"))?.unbind();
+        looputil::call_soon(py, &slf.borrow().loop_, cb)
+    }
+
+    /// Whether `pid` may still be our child's: always with a pidfd (not used by pid), else
+    /// its start time must be the recorded one.
+    fn pid_is_ours(&self) -> bool {
+        match self.start_time {
+            Some(t) if self.pidfd.is_none() => start_time(self.pid) == Some(t),
+            _ => true,
+        }
+    }
+
+    /// Fallback exit watch for kernels without pidfd polling (see `watcher`).
     fn watch_with_thread(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let (pid, loop_) = {
+        let (pid, loop_, pidfd) = {
             let p = slf.borrow();
-            (p.pid, p.loop_.clone_ref(slf.py()))
+            let pidfd = p.pidfd.as_ref().map(sys::dup_cloexec).transpose();
+            (p.pid, p.loop_.clone_ref(slf.py()), pidfd)
         };
-        let obj: Py<Process> = slf.clone().unbind();
-        std::thread::Builder::new()
-            .name(format!("rsubprocess-wait-{pid}"))
-            .spawn(move || {
-                let _ = sys::wait_exit_noreap(pid);
-                Python::try_attach(|py| {
-                    // No borrow of `obj` here: the loop thread may hold one across a call that
-                    // let this thread take the GIL.
-                    let scheduled = obj.getattr(py, intern!(py, "_on_exit")).and_then(|cb| {
-                        loop_.call_method1(py, intern!(py, "call_soon_threadsafe"), (cb,))
-                    });
-                    if scheduled.is_err() {
-                        // Loop closed: reap here so no zombie is left.
-                        if let Ok(mut p) = obj.try_borrow_mut(py) {
-                            p.reap_now(py);
-                        }
-                    }
-                });
-            })
-            .map_err(|e| errors::os_error(&e))?;
-        Ok(())
+        // The thread's own copy of the pidfd (native spawn has one from clone), closed when
+        // it ends: waiting through it can never wait for a recycled pid.
+        let pidfd = pidfd.map_err(|e| errors::os_error(&e))?;
+        watcher::spawn(pid, pidfd, loop_, slf.clone().unbind()).map_err(|e| errors::os_error(&e))
     }
 
     /// Reaps if the child has exited; returns whether the returncode is now known.
@@ -106,7 +127,12 @@ impl Process {
         if self.returncode.is_some() {
             return true;
         }
-        let rc = match sys::reap_nohang(self.pidfd.as_ref(), self.pid) {
+        let res = if self.pid_is_ours() {
+            sys::reap_nohang(self.pidfd.as_ref(), self.pid)
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::ECHILD))
+        };
+        let rc = match res {
             Ok(None) => return false,
             Ok(Some((rc, usage))) => {
                 self.usage = Some(usage);
@@ -119,11 +145,48 @@ impl Process {
             }
         };
         self.returncode = Some(rc);
-        if let Some(popen) = &self.popen {
+        self.set_popen_returncode(py);
+        true
+    }
+
+    /// SIGKILL and a blocking reap, short since SIGKILL cannot be caught. Returns whether the
+    /// child was still running. Sets the returncode but wakes no waiter: the loop may be
+    /// closed or not running (interpreter exit); if it runs again, the exit watch does that.
+    fn kill_and_reap(&mut self) -> bool {
+        if self.returncode.is_some() || self.owner_pid != std::process::id() {
+            return false;
+        }
+        if self.signal(libc::SIGKILL).is_err() {
+            return false;
+        }
+        let rc = if self.pid_is_ours() {
+            sys::reap_blocking(self.pidfd.as_ref(), self.pid).unwrap_or(255)
+        } else {
+            255
+        };
+        self.returncode = Some(rc);
+        true
+    }
+
+    /// The signal through the pidfd, else by pid once its identity is checked. A child that
+    /// exited meanwhile is not an error (DESIGN 1b).
+    fn signal(&self, sig: i32) -> std::io::Result<()> {
+        let res = match &self.pidfd {
+            Some(fd) => sys::pidfd_send_signal(fd, sig),
+            None if self.pid_is_ours() => sys::kill(self.pid, sig),
+            None => return Ok(()),
+        };
+        match res {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn set_popen_returncode(&self, py: Python<'_>) {
+        if let (Some(rc), Some(popen)) = (self.returncode, &self.popen) {
             // Popen must not try to reap (or warn about) a child we already reaped.
             let _ = popen.setattr(py, intern!(py, "returncode"), rc);
         }
-        true
     }
 
     fn stop_watch(&mut self, py: Python<'_>) -> PyResult<()> {
@@ -155,8 +218,11 @@ impl Process {
         limit: usize,
         pidfd: Option<i32>,
     ) -> PyResult<Self> {
-        let pidfd = own(pidfd)?;
-        let (fin, fout, ferr) = (own(stdin_fd)?, own(stdout_fd)?, own(stderr_fd)?);
+        // Every fd is ours from here on, also when this fails: dropping closes it. The caller
+        // (rsubprocess.subprocess._adopt) relies on that to close nothing twice.
+        let [pidfd, fin, fout, ferr] = [pidfd, stdin_fd, stdout_fd, stderr_fd].map(own);
+        let (pidfd, fin, fout, ferr) = (pidfd?, fin?, fout?, ferr?);
+        crate::compat::prepare_warnings(py)?;
         let stdin = fin
             .map(|fd| StreamWriter::new_pipe(py, r#loop.clone_ref(py), fd))
             .transpose()?;
@@ -179,12 +245,21 @@ impl Process {
             stdout,
             stderr,
             owner_pid: std::process::id(),
+            start_time: None,
         })
     }
 
     /// Starts watching for exit; called once, right after construction.
     fn _start(slf: &Bound<'_, Self>) -> PyResult<()> {
         Process::start_watch(slf)
+    }
+
+    /// Kills and reaps the child at once, if it is still running (a spawn that failed after
+    /// the child started, or interpreter exit); returns whether it was.
+    fn _kill_now(&mut self, py: Python<'_>) -> bool {
+        let killed = self.kill_and_reap();
+        self.set_popen_returncode(py);
+        killed
     }
 
     fn _on_exit(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -251,22 +326,11 @@ impl Process {
     }
 
     fn send_signal(&self, sig: &Bound<'_, PyAny>) -> PyResult<()> {
-        let sig: i32 = sig
-            .call_method0(intern!(sig.py(), "__index__"))?
-            .extract()?;
         if self.returncode.is_some() {
             return Err(errors::process_lookup());
         }
-        let res = match &self.pidfd {
-            Some(fd) => sys::pidfd_send_signal(fd, sig),
-            None => sys::kill(self.pid, sig),
-        };
-        match res {
-            Ok(()) => Ok(()),
-            // Exited but not yet reaped: not an error (DESIGN §1b).
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-            Err(e) => Err(errors::os_error(&e)),
-        }
+        let sig = crate::compat::signal_number(sig)?;
+        self.signal(sig).map_err(|e| errors::os_error(&e))
     }
 
     /// Sends `sig` to the child and every descendant still in its tree (see `process::tree`);
@@ -274,7 +338,7 @@ impl Process {
     #[pyo3(signature = (sig = None))]
     fn kill_tree(&self, py: Python<'_>, sig: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
         let sig: i32 = match sig {
-            Some(s) => s.call_method0(intern!(py, "__index__"))?.extract()?,
+            Some(s) => crate::compat::signal_number(s)?,
             None => libc::SIGKILL,
         };
         if self.returncode.is_some() {
@@ -285,7 +349,8 @@ impl Process {
         }
         let send_root = |s: i32| match &self.pidfd {
             Some(fd) => sys::pidfd_send_signal(fd, s),
-            None => sys::kill(self.pid, s),
+            None if self.pid_is_ours() => sys::kill(self.pid, s),
+            None => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
         };
         if send_root(libc::SIGSTOP).is_err() {
             return Ok(0);
@@ -348,23 +413,12 @@ impl Drop for Process {
     /// Dropped with the child still running: only possible once the loop no longer holds the
     /// exit watch, i.e. the loop was closed. Kill and reap it so no zombie or orphan is left.
     fn drop(&mut self) {
-        if self.returncode.is_some() || self.owner_pid != std::process::id() {
+        if !self.kill_and_reap() {
             return;
         }
-        let killed = match &self.pidfd {
-            Some(fd) => sys::pidfd_send_signal(fd, libc::SIGKILL),
-            None => sys::kill(self.pid, libc::SIGKILL),
-        };
-        let rc = if killed.is_ok() {
-            sys::reap_blocking(self.pidfd.as_ref(), self.pid).ok()
-        } else {
-            None
-        };
         Python::try_attach(|py| {
-            if let (Some(rc), Some(popen)) = (rc, &self.popen) {
-                // Keeps Popen.__del__ from warning a second time and from queueing a reap.
-                let _ = popen.setattr(py, intern!(py, "returncode"), rc);
-            }
+            // Keeps Popen.__del__ from warning a second time and from queueing a reap.
+            self.set_popen_returncode(py);
             crate::compat::resource_warning(py, self.pid);
         });
     }

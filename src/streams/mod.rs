@@ -4,6 +4,7 @@
 //! `add_reader` callback and answers `read*()` from it; the writer writes straight to the pipe
 //! when nothing is queued and flushes the rest from an `add_writer` callback.
 
+pub mod args;
 pub mod buffer;
 pub mod reader;
 pub mod reader_ops;

@@ -8,12 +8,13 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes};
+use pyo3::types::{PyByteArray, PyBytes, PyInt};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::bridge::waiter;
 use crate::bridge::{looputil, Coro};
 use crate::errors;
+use crate::streams::args::{clamped_int, reader_limit, Arg, ArgOp};
 use crate::streams::buffer::ByteBuf;
 use crate::streams::reader_ops::{ReadExactlyOp, ReadOp, ReadUntilOp, Separators};
 use crate::sys;
@@ -296,16 +297,17 @@ impl StreamReader {
 #[pymethods]
 impl StreamReader {
     #[new]
-    #[pyo3(signature = (limit = DEFAULT_LIMIT as isize, r#loop = None))]
-    fn py_new(py: Python<'_>, limit: isize, r#loop: Option<Py<PyAny>>) -> PyResult<Self> {
-        if limit <= 0 {
-            return Err(errors::value_error("Limit cannot be <= 0"));
-        }
+    #[pyo3(signature = (limit = Arg::Default, r#loop = None))]
+    fn py_new(py: Python<'_>, limit: Arg, r#loop: Option<Py<PyAny>>) -> PyResult<Self> {
+        let limit = match limit {
+            Arg::Default => DEFAULT_LIMIT,
+            Arg::Given(l) => reader_limit(l.bind(py))?,
+        };
         let loop_ = match r#loop {
             Some(l) if !l.is_none(py) => l,
             _ => crate::compat::reader_default_loop(py)?,
         };
-        Ok(StreamReader::with_loop(loop_, limit as usize))
+        Ok(StreamReader::with_loop(loop_, limit))
     }
 
     fn exception(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -474,26 +476,38 @@ impl StreamReader {
         self.polling
     }
 
-    #[pyo3(signature = (n = -1))]
-    fn read(slf: &Bound<'_, Self>, n: isize) -> Coro {
-        Coro::new(ReadOp::new(slf.clone().unbind(), n))
+    #[pyo3(signature = (n = Arg::Default))]
+    fn read(slf: &Bound<'_, Self>, n: Arg) -> PyResult<Coro> {
+        let r = slf.clone().unbind();
+        Ok(match n {
+            Arg::Default => Coro::new(ReadOp::new(r, -1)),
+            Arg::Given(obj) => match clamped_int(obj.bind(slf.py()))? {
+                Some(n) => Coro::new(ReadOp::new(r, n)),
+                None => Coro::new(ArgOp::read(r, obj)),
+            },
+        })
     }
 
     fn readline(slf: &Bound<'_, Self>) -> Coro {
         Coro::new(ReadUntilOp::readline(slf.clone().unbind(), false))
     }
 
-    #[pyo3(signature = (separator = None))]
-    fn readuntil(slf: &Bound<'_, Self>, separator: Option<&Bound<'_, PyAny>>) -> Coro {
+    #[pyo3(signature = (separator = Arg::Default))]
+    fn readuntil(slf: &Bound<'_, Self>, separator: Arg) -> Coro {
         let seps = match separator {
-            None => Separators::newline(),
-            Some(s) => Separators::parse(s),
+            Arg::Default => Separators::newline(),
+            Arg::Given(s) => Separators::parse(s.bind(slf.py())),
         };
         Coro::new(ReadUntilOp::readuntil(slf.clone().unbind(), seps))
     }
 
-    fn readexactly(slf: &Bound<'_, Self>, n: isize) -> Coro {
-        Coro::new(ReadExactlyOp::new(slf.clone().unbind(), n))
+    fn readexactly(slf: &Bound<'_, Self>, n: &Bound<'_, PyAny>) -> Coro {
+        let r = slf.clone().unbind();
+        match n.cast::<PyInt>().ok().and_then(|i| i.extract::<isize>().ok()) {
+            Some(n) => Coro::new(ReadExactlyOp::new(r, n)),
+            // Huge or not an int: asyncio's comparisons, and the `n` it was given in errors.
+            None => Coro::new(ArgOp::readexactly(r, n.clone().unbind())),
+        }
     }
 
     fn __aiter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {

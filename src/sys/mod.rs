@@ -181,7 +181,6 @@ pub fn reap_blocking(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<i32> {
         match reap_nohang(pidfd, pid)? {
             Some((rc, _)) => return Ok(rc),
             None => {
-                // SAFETY: a pollfd array of one element on our stack, valid for the call.
                 let mut p = libc::pollfd {
                     fd: pidfd.map_or(-1, |f| f.as_raw_fd()),
                     events: libc::POLLIN,
@@ -190,6 +189,7 @@ pub fn reap_blocking(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<i32> {
                 if p.fd < 0 {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 } else {
+                    // SAFETY: one pollfd on our stack, valid for the call.
                     unsafe { libc::poll(&mut p, 1, 100) };
                 }
             }
@@ -241,28 +241,55 @@ pub fn reap_nohang(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<Option<(i32,
     )))
 }
 
-/// Blocks until `pid` has exited, without reaping it (the loop thread reaps).
-pub fn wait_exit_noreap(pid: i32) -> io::Result<()> {
+/// Blocks until the child has exited, without reaping it (the loop thread reaps). With a
+/// pidfd the wait can never be for another process: if someone else reaps the child, it
+/// ends with ECHILD. By pid alone (no pidfd: kernels before 5.3 on the Popen path) it ends
+/// with ECHILD too when a foreign reaper took the child, unless that pid was already given
+/// to another child of ours in the microseconds before this thread looked again; the loop
+/// thread verifies the pid's identity before it reaps or signals (see `process`).
+pub fn wait_exit_noreap(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<()> {
     // SAFETY: siginfo_t is plain data; zero is valid.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let mut by_pidfd = pidfd.is_some();
     loop {
-        // SAFETY: waitid with a pointer to our stack struct, valid for the call.
+        let (idtype, id) = match pidfd {
+            Some(fd) if by_pidfd => (P_PIDFD, fd.as_raw_fd() as libc::c_long),
+            _ => (libc::P_PID as libc::c_long, pid as libc::c_long),
+        };
+        // SAFETY: raw waitid with a pointer to our stack struct, valid for the call, and a
+        // null rusage pointer, which the kernel accepts.
         let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
+            libc::syscall(
+                libc::SYS_waitid,
+                idtype,
+                id,
+                &mut info as *mut libc::siginfo_t,
                 libc::WEXITED | libc::WNOWAIT,
+                std::ptr::null_mut::<libc::rusage>(),
             )
         };
         if r == 0 {
             return Ok(());
         }
         let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match err.raw_os_error() {
+            Some(libc::EINTR) => {}
+            // P_PIDFD is Linux 5.4+; a pidfd from clone(CLONE_PIDFD) exists since 5.2.
+            Some(libc::EINVAL) if by_pidfd => by_pidfd = false,
+            _ => return Err(err),
         }
     }
+}
+
+/// A second descriptor for the same open file, close-on-exec.
+pub fn dup_cloexec(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; no memory is passed.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created this descriptor for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// A `bytes` object of `len` bytes filled by `fill`, without the zero-fill that

@@ -4,8 +4,9 @@
 
 Each prints one ``RESULT {json}`` line on stdout; tests/reliability/conftest.py's
 ``run_scenario`` runs it (in a session of its own, killed on timeout) and the tests assert on
-the result, the exit status and the interpreter's stderr. Only the standard library, uvloop and
-rsubprocess are imported: this file runs on every supported Python (3.9+).
+the result, the exit status and the interpreter's stderr. Besides the standard library, uvloop
+and rsubprocess, it imports tests/helpers.py, and the test modules whose body a scenario
+reuses: this file runs on every supported Python (3.9+).
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ import sys
 import threading
 import time
 import zlib
+from pathlib import Path
 from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.helpers import ASYNCIO, children, close_loop, load_rsubprocess, new_loop, warm_up
+from tests.helpers import open_fds as fds
+from tests.helpers import settle as settle_async
+from tests.helpers import wait_until as settle
 
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {}
 
@@ -35,41 +44,11 @@ def scenario(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]
 
 
 def load(impl: str) -> Any:
-    if impl == "rsubprocess":
-        import rsubprocess
-
-        return rsubprocess
-    import asyncio.subprocess as aio
-
-    return aio
-
-
-def new_loop(kind: str) -> asyncio.AbstractEventLoop:
-    if kind == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
-
-
-def close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """What asyncio.run() does at the end."""
-    try:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for t in pending:
-            t.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        if hasattr(loop, "shutdown_default_executor"):
-            loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
+    return load_rsubprocess() if impl == "rsubprocess" else ASYNCIO
 
 
 def run(kind: str, coro: Any) -> Any:
-    loop = new_loop(kind)
+    loop = new_loop(kind, debug=False)
     asyncio.set_event_loop(loop)
     try:
         return loop.run_until_complete(coro)
@@ -77,44 +56,8 @@ def run(kind: str, coro: Any) -> Any:
         close_loop(loop)
 
 
-def children() -> dict[int, str]:
-    me = os.getpid()
-    found = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2 :].split()
-        if int(fields[1]) == me:
-            found[int(name)] = fields[0].decode()
-    return found
-
-
-def fds() -> dict[int, str]:
-    out = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            pass
-    return out
-
-
 def new_fds(before: dict[int, str]) -> dict[int, str]:
     return {k: v for k, v in fds().items() if before.get(k) != v}
-
-
-def settle(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def exc_info(exc: BaseException) -> list[Any]:
@@ -138,11 +81,6 @@ def capture_asyncio_log() -> Captured:
     logger.addHandler(handler)
     logger.propagate = False
     return handler
-
-
-async def warm_up(ns: Any) -> None:
-    proc = await ns.create_subprocess_exec("cat", stdin=ns.PIPE, stdout=ns.PIPE, stderr=ns.PIPE)
-    await proc.communicate(b"warm-up")
 
 
 # --- shutdown ------------------------------------------------------------------------------------
@@ -193,7 +131,7 @@ def shutdown(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
         else:
             asyncio.run(main())
     elif how in ("exit_loop_open", "exit_loop_closed"):
-        loop = new_loop(kind)
+        loop = new_loop(kind, debug=False)
         asyncio.set_event_loop(loop)
         loop.run_until_complete(main())
         if how == "exit_loop_closed":
@@ -203,7 +141,7 @@ def shutdown(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
         result["pids"] = pids
         return result  # the interpreter exits now, with KEEP alive
     elif how == "thread_close":
-        loop = new_loop(kind)
+        loop = new_loop(kind, debug=False)
 
         def runner() -> None:
             asyncio.set_event_loop(loop)
@@ -598,12 +536,36 @@ def limit_with_headroom(headroom: int) -> int:
         limit += 1
 
 
+async def spawn_under_limit(
+    ns: Any, which: int, limit: int, before: dict[int, str]
+) -> dict[str, Any]:
+    """One spawn with the soft limit ``which`` at ``limit``; what it left behind once the loop
+    had a moment to clean up; and whether a spawn works again once the limit is restored."""
+    soft, hard = resource.getrlimit(which)
+    resource.setrlimit(which, (limit, hard))
+    try:
+        outcome = await try_spawn(ns)
+    finally:
+        resource.setrlimit(which, (soft, hard))
+
+    def clean() -> bool:
+        gc.collect()
+        return not new_fds(before) and not children()
+
+    await settle_async(clean, 0.3)
+    return {
+        "outcome": outcome,
+        "leaked_fds": new_fds(before),
+        "children": children(),
+        "spawn_after": await try_spawn(ns),
+    }
+
+
 @scenario
 def nofile(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
     """RLIMIT_NOFILE lowered so that one of the fds a spawn needs (pipes, error pipe, pidfd)
     cannot be created: sweep the headroom from 0 upwards. Each attempt must succeed or raise
     OSError(EMFILE), leak no fd and leave no child; a spawn after the limit is restored works."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     attempts = []
 
     async def main() -> None:
@@ -613,26 +575,8 @@ def nofile(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
         before = fds()
         for headroom in range(args.get("max_headroom", 11)):
             limit = limit_with_headroom(headroom)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-            try:
-                outcome = await try_spawn(ns)
-            finally:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-            for _ in range(30):
-                gc.collect()
-                if not new_fds(before) and not children():
-                    break
-                await asyncio.sleep(0.01)
-            after = await try_spawn(ns)
-            attempts.append(
-                {
-                    "headroom": headroom,
-                    "outcome": outcome,
-                    "leaked_fds": new_fds(before),
-                    "children": children(),
-                    "spawn_after": after,
-                }
-            )
+            attempt = await spawn_under_limit(ns, resource.RLIMIT_NOFILE, limit, before)
+            attempts.append({"headroom": headroom, **attempt})
 
     run(kind, main())
     return {"attempts": attempts}
@@ -649,7 +593,6 @@ def nproc(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
     os.setgroups([])
     os.setgid(65534)
     os.setuid(65534)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
     attempts = []
 
     def tasks_of_uid() -> int:
@@ -670,24 +613,51 @@ def nproc(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
         gc.collect()
         before = fds()
         for _ in range(args.get("attempts", 5)):
-            resource.setrlimit(resource.RLIMIT_NPROC, (tasks_of_uid(), hard))
-            try:
-                outcome = await try_spawn(ns)
-            finally:
-                resource.setrlimit(resource.RLIMIT_NPROC, (soft, hard))
-            await asyncio.sleep(0.01)
-            gc.collect()
-            attempts.append(
-                {
-                    "outcome": outcome,
-                    "leaked_fds": new_fds(before),
-                    "children": children(),
-                    "spawn_after": await try_spawn(ns),
-                }
-            )
+            limit = tasks_of_uid()
+            attempts.append(await spawn_under_limit(ns, resource.RLIMIT_NPROC, limit, before))
 
     run(kind, main())
     return {"attempts": attempts, "uid": os.getuid(), "eagain": errno.EAGAIN}
+
+
+# --- cancellation storm ------------------------------------------------------------------------
+
+
+@scenario
+def storm(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    """tests/reliability/test_cancellation.py's storm, for asyncio, whose tasks can ignore
+    cancellation (uvloop) and so hang the loop's close: the result is reported first, then the
+    loop is closed under a watchdog that reports a hang and ends the interpreter."""
+    from tests.reliability import test_cancellation as tc
+
+    token = os.environ["RSP_RELIABILITY_TOKEN"]
+    env = dict(os.environ)
+    log = capture_asyncio_log()
+    handler: list[str] = []
+
+    def cleanup() -> dict[int, str]:
+        from tests.reliability.conftest import Tag
+
+        return Tag(token).cleanup()
+
+    loop = new_loop(kind, debug=False)
+    loop.set_exception_handler(
+        lambda _loop, ctx: handler.append(f"{ctx.get('message')} {ctx.get('exception')!r}")
+    )
+    asyncio.set_event_loop(loop)
+    result = loop.run_until_complete(tc.storm(ns, args["seed"], env, cleanup))
+    gc.collect()
+    result.update(handler=handler, log=[m for m in log.messages if m.startswith("ERROR")])
+
+    def close_hung() -> None:
+        print("RESULT " + json.dumps({**result, "close_hung": True}), flush=True)
+        os._exit(0)
+
+    watchdog = threading.Timer(5, close_hung)
+    watchdog.start()
+    close_loop(loop)
+    watchdog.cancel()
+    return {**result, "close_hung": False}
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -697,8 +667,6 @@ def nproc(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
 def corpus(ns: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
     """tests/reliability/test_bad_input.py's corpus, for a combination whose own leaks must not
     reach the test process (asyncio on uvloop leaks fds and zombies on bad input)."""
-    sys.path.insert(0, args["repo"])
-    from tests.helpers import ASYNCIO, load_rsubprocess
     from tests.reliability import test_bad_input as corpora
 
     impl = ASYNCIO if args["impl"] == "asyncio" else load_rsubprocess()

@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import pytest
 
-from tests.helpers import children, finish, open_fds, wait_until
+from tests.helpers import children, kill_and_reap, open_fds, wait_until
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "_scenarios.py"
@@ -93,19 +93,6 @@ def tagged_processes(token: str) -> dict[int, str]:
     return found
 
 
-def kill_pids(pids: Iterable[int]) -> None:
-    """SIGKILL and, when they are our children, reap."""
-    pids = list(pids)
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    mine = set(children())
-    for pid in pids:
-        if pid in mine:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-
-
 @dataclass
 class Tag:
     token: str
@@ -128,7 +115,7 @@ class Tag:
     def cleanup(self) -> dict[int, str]:
         """Kill every tagged process; return what was there."""
         found = self.alive()
-        kill_pids(found)
+        kill_and_reap(found, grace=0)
         wait_until(lambda: not self.alive(), 2.0, interval=0.05)
         return found
 
@@ -156,6 +143,14 @@ class Outcome:
     elapsed: float
     timed_out: bool
     argv: list[str] = field(default_factory=list)
+
+    def failure(self) -> list[str]:
+        """The interpreter hung or did not report: the only problem worth stating."""
+        if self.timed_out:
+            return [f"the scenario hung (killed after {self.elapsed:.0f} s)"]
+        if self.returncode != 0 or self.result is None:
+            return [f"exit status {self.returncode}: {first_lines(self.stderr)}"]
+        return []
 
     def describe(self) -> str:
         return (
@@ -237,9 +232,11 @@ def run_scenario(
     )
 
 
-#: rsubprocess's one line when it kills a child whose loop went away (DESIGN 1b).
+#: rsubprocess's one line when it kills a child whose loop went away or that is still running
+#: at interpreter exit (DESIGN 1b).
 RSUBPROCESS_KILLED = re.compile(
-    r"ResourceWarning: subprocess \d+ was still running when its event loop went away"
+    r"ResourceWarning: subprocess \d+ was still running "
+    r"(when its event loop went away|at interpreter exit)"
 )
 
 
@@ -283,70 +280,6 @@ def verdict(impl_name: str, problems: list[str], what: str = "") -> None:
     if impl_name == "asyncio":
         pytest.xfail(f"asyncio's own result{(' (' + what + ')') if what else ''}: {text}")
     pytest.fail(f"rsubprocess: {text}", pytrace=False)
-
-
-
-
-@contextlib.contextmanager
-def uvloop_leftovers(active: bool) -> Iterator[list[int]]:
-    """uvloop bug (asyncio-uvloop only): a cancelled create_subprocess_* can leave the child
-    running and its transport unclosed (ResourceWarning at loop close). Collect that here so it
-    is recorded as asyncio's result instead of failing the next test."""
-    import gc
-    import warnings
-
-    from tests.helpers import swallow_unraisable
-
-    killed: list[int] = []
-    if not active:
-        yield killed
-        return
-    before = set(children())
-    with warnings.catch_warnings(), swallow_unraisable():
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            yield killed
-        finally:
-            gc.collect()
-    for pid in set(children()) - before:
-        killed.append(pid)
-        kill_pids([pid])
-
-
-def settled_fds(baseline: int, timeout: float = 2.0) -> int:
-    """fd count once it is back at ``baseline`` (asyncio closes transports a few turns late)."""
-    import gc
-
-    def ok() -> bool:
-        gc.collect()
-        return fd_count() <= baseline
-
-    wait_until(ok, timeout, interval=0.02)
-    return fd_count()
-
-
-async def settle(predicate: Any, timeout: float = 2.0, interval: float = 0.01) -> bool:
-    """``wait_until`` for use inside a running loop (lets the loop close transports)."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(interval)
-
-
-async def warm_up(impl: Any) -> None:
-    """One spawn with every pipe on the running loop, before an fd baseline is taken: loops
-    create some resources lazily, once per loop (uvloop opens /dev/null on first use)."""
-    proc = await impl.create_subprocess_exec(
-        "cat", stdin=impl.PIPE, stdout=impl.PIPE, stderr=impl.PIPE
-    )
-    await proc.communicate(b"warm-up")
-    proc = await impl.create_subprocess_exec("true", stdin=impl.DEVNULL, stdout=impl.DEVNULL)
-    await proc.wait()
 
 
 @pytest.fixture

@@ -109,10 +109,8 @@ def test_1gib_through_cat_bounded_memory(impl_name, loop_kind, tag):
     CRCs match and the peak RSS grows by less than 64 MiB (asserted for rsubprocess)."""
     size = (1 << 30) if impl_name == "rsubprocess" else (256 << 20)
     out = run_scenario("bigcat", impl_name, loop_kind, args={"size": size}, tag=tag, timeout=60)
-    problems = []
-    if out.timed_out or out.result is None:
-        problems.append(f"no result ({out.describe()[:2000]})")
-    else:
+    problems = out.failure()
+    if not problems:
         r = out.result
         print(
             f"{impl_name}-{loop_kind}: {r['bytes'] >> 20} MiB in {r['seconds']:.1f} s, "

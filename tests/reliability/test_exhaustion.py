@@ -29,10 +29,8 @@ pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 
 def check(out, err: int) -> list[str]:
-    if out.timed_out:
-        return [f"hung (killed after {out.elapsed:.0f} s)"]
-    if out.returncode != 0 or out.result is None:
-        return [f"exit status {out.returncode}: {first_lines(out.stderr)}"]
+    if out.failure():
+        return out.failure()
     problems = []
     failures = 0
     for a in out.result["attempts"]:
@@ -52,6 +50,13 @@ def check(out, err: int) -> list[str]:
             problems.append(f"{where}: the next spawn failed: {a['spawn_after']}")
     if not failures:
         problems.append("no attempt failed: the limit was not effective")
+    attempts = out.result["attempts"]
+    print(
+        f"{len(attempts)} attempts: {failures} clean OSError(errno {err}), "
+        f"{sum(a['outcome'] == ['ok', True] for a in attempts)} spawned, "
+        f"{sum(bool(a['leaked_fds']) for a in attempts)} leaked fds, "
+        f"{sum(bool(a['children']) for a in attempts)} left children"
+    )
     extra = noise(out.stderr)
     if extra:
         problems.append(f"stderr: {first_lines(chr(10).join(extra), 4)}")

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from tests.helpers import PY, behaviour, children
-from tests.reliability.conftest import settle, verdict
+from tests.helpers import PY, behaviour, children, settle
+from tests.reliability.conftest import verdict
 
 pytestmark = pytest.mark.timeout(60)
 

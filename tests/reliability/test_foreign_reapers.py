@@ -42,10 +42,8 @@ def lost_child_warning(pid: int) -> str:
 
 
 def check(out, mode: str) -> list[str]:
-    if out.timed_out:
-        return [f"the scenario hung (killed after {out.elapsed:.0f} s)"]
-    if out.returncode != 0 or out.result is None:
-        return [f"exit status {out.returncode}: {first_lines(out.stderr)}"]
+    if out.failure():
+        return out.failure()
     r = out.result
     problems = []
     reaps_foreign = mode != "sigchld_counting_handler"
@@ -78,6 +76,12 @@ def check(out, mode: str) -> list[str]:
     extra_noise = noise(out.stderr)
     if extra_noise:
         problems.append(f"stderr: {first_lines(chr(10).join(extra_noise), 4)}")
+    rcs = [e.get("returncode", "hang" if e.get("hang") else "raised") for e in r["results"]]
+    print(
+        f"{mode}: {len(rcs)} children, {rcs.count(255)} reported 255 (reaped by someone else), "
+        f"{sum(rc in ('hang', 'raised') for rc in rcs)} hung or raised, "
+        f"{len(r['log'])} log warnings, {r['elapsed']:.1f} s"
+    )
     return problems
 
 

@@ -26,8 +26,8 @@ def test_heartbeat_while_spawning_from_a_big_heap(impl_name, loop_kind, tag):
         tag=tag,
         timeout=60,
     )
-    if out.timed_out or out.result is None:
-        verdict(impl_name, [f"no result: {out.describe()[:1500]}"], "heartbeat")
+    if out.failure():
+        verdict(impl_name, out.failure(), "heartbeat")
     r = out.result
     print(
         f"{impl_name}-{loop_kind}: longest stall {r['max_stall_ms']:.1f} ms, p99 "

@@ -42,10 +42,8 @@ def pid_namespace() -> list[str]:
 
 
 def check(out, rounds: int) -> list[str]:
-    if out.timed_out:
-        return [f"the scenario hung (killed after {out.elapsed:.0f} s)"]
-    if out.returncode != 0 or out.result is None:
-        return [f"exit status {out.returncode}: {first_lines(out.stderr)}"]
+    if out.failure():
+        return out.failure()
     r = out.result
     tally = r["tally"]
     problems = [f"{k}: {v} of {rounds} rounds" for k, v in tally.items() if "VICTIM" in k]

@@ -9,11 +9,20 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 
 import pytest
 
-from tests.helpers import asyncio_reference, behaviour, children, exc_summary, open_fds
-from tests.reliability.conftest import fd_count, scaled, settle, warm_up, zombies
+from tests.helpers import (
+    asyncio_reference,
+    behaviour,
+    children,
+    exc_summary,
+    open_fds,
+    settle,
+    warm_up,
+)
+from tests.reliability.conftest import fd_count, scaled, zombies
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.slow]
 
@@ -53,8 +62,11 @@ def test_spawn_wait_volume(impl, run, tag):
             )
             samples.append(fd_count())
         assert set(samples) == {fd0}
+        return fd0
 
-    run(main, timeout=140)
+    t0 = time.monotonic()
+    fd0 = run(main, timeout=140)
+    print(f"{impl.name}: {n} spawn+wait in {time.monotonic() - t0:.1f} s, fds {fd0} throughout")
 
 
 @pytest.fixture
@@ -110,8 +122,11 @@ def test_failed_spawn_volume(impl, run, loop_kind, tmp_path, not_executable, tag
                 f"after {start + BATCH} failed spawns: children {children()}, zombies "
                 f"{zombies()}, fds {fd_count()} (baseline {fd0})"
             )
+        return fd0
 
-    run(main, timeout=140)
+    t0 = time.monotonic()
+    fd0 = run(main, timeout=140)
+    print(f"{impl.name}: {n} failed spawns in {time.monotonic() - t0:.1f} s, fds {fd0} throughout")
 
 
 def test_concurrent_cat_echo_volume(impl, run, tag):
@@ -139,5 +154,11 @@ def test_concurrent_cat_echo_volume(impl, run, tag):
                 f"children {children()}, new fds "
                 f"{ {k: v for k, v in open_fds().items() if fds0.get(k) != v} }"
             )
+        return fd0
 
-    run(main, timeout=140)
+    t0 = time.monotonic()
+    fd0 = run(main, timeout=140)
+    print(
+        f"{impl.name}: {n} + {n // 10} concurrent cat echoes in {time.monotonic() - t0:.1f} s, "
+        f"fds {fd0} after each"
+    )
