@@ -64,6 +64,15 @@ impl Process {
             (p.pid, p.pidfd.is_some())
         };
         let disabled = std::env::var_os("RSUBPROCESS_NO_PIDFD").is_some_and(|v| !v.is_empty());
+        if has_pidfd && !disabled {
+            // Native spawn's pidfd from clone: poll it as it is (no second pidfd_open).
+            let cb = slf.getattr(intern!(py, "_on_exit"))?.unbind();
+            let mut p = slf.borrow_mut();
+            let raw = p.pidfd.as_ref().expect("has_pidfd").as_raw_fd();
+            looputil::add_reader(py, &p.loop_, raw, cb)?;
+            p.pidfd_registered = true;
+            return Ok(());
+        }
         let res = if disabled {
             Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
         } else {
