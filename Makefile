@@ -23,6 +23,7 @@ demo: build
 	$(BIN)/python benches/demo.py
 
 test-rust:
+	cargo fmt --check
 	cargo test -q
 	cargo clippy -q --all-targets -- -D warnings
 

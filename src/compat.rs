@@ -46,7 +46,9 @@ pub fn reader_default_loop(py: Python<'_>) -> PyResult<Py<PyAny>> {
 /// cast), so a bad one raises what asyncio's `send_signal` raises, with its message.
 pub fn signal_number(sig: &Bound<'_, PyAny>) -> PyResult<i32> {
     if minor(sig.py()) < 10 && sig.is_instance_of::<pyo3::types::PyFloat>() {
-        return Err(crate::errors::type_error("integer argument expected, got float"));
+        return Err(crate::errors::type_error(
+            "integer argument expected, got float",
+        ));
     }
     let py = sig.py();
     let n: isize = sig.extract().map_err(|e: PyErr| {

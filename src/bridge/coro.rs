@@ -164,7 +164,7 @@ impl crate::sys::SendSlot for Coro {
 }
 
 /// One step of the coroutine: what `send` produced, without the StopIteration wrapping.
-pub enum Step {
+enum Step {
     /// Suspended on this (a loop future, or None for a bare yield).
     Yield(Py<PyAny>),
     /// Finished with this value.
@@ -181,10 +181,9 @@ impl Step {
 }
 
 impl Coro {
-    /// The `am_send` slot's body (see `sys::install_am_send`): the interpreter's SEND opcode
-    /// and asyncio's Task step call it instead of `__next__` on 3.10+, so a ready answer is
-    /// handed back as a value, with no StopIteration created, raised and caught.
-    pub(crate) fn step(&mut self, py: Python<'_>) -> PyResult<Step> {
+    /// Runs the op one step; `__next__` and `send` wrap a return in StopIteration, the
+    /// `am_send` slot hands it back as it is.
+    fn step(&mut self, py: Python<'_>) -> PyResult<Step> {
         if self.op.is_none() {
             return Err(PyRuntimeError::new_err(
                 "cannot reuse already awaited coroutine",

@@ -39,7 +39,7 @@ pub struct Waiter {
 }
 
 /// How a waiter ends.
-pub enum Outcome {
+enum Outcome {
     Result(Py<PyAny>),
     Error(Py<PyAny>),
 }
@@ -66,7 +66,7 @@ impl Waiter {
     /// Completes `fut` if it is still pending. With `step_now`, its callbacks (the waiting
     /// task's wake-up) run before this returns; call it that way only from a callback the loop
     /// invoked, with no borrow held that the woken task could need.
-    pub fn complete(
+    fn complete(
         py: Python<'_>,
         fut: &Bound<'_, Waiter>,
         outcome: Outcome,
@@ -203,7 +203,10 @@ impl Waiter {
             if w.is_done() {
                 Some(w.loop_.clone_ref(py))
             } else {
-                w.callbacks.push((callback.clone_ref(py), context.as_ref().map(|c| c.clone_ref(py))));
+                w.callbacks.push((
+                    callback.clone_ref(py),
+                    context.as_ref().map(|c| c.clone_ref(py)),
+                ));
                 None
             }
         };

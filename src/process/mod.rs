@@ -47,7 +47,10 @@ pub struct Process {
 fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
-    let field = std::str::from_utf8(after).ok()?.split_whitespace().nth(19)?;
+    let field = std::str::from_utf8(after)
+        .ok()?
+        .split_whitespace()
+        .nth(19)?;
     field.parse().ok()
 }
 

@@ -503,7 +503,11 @@ impl StreamReader {
 
     fn readexactly(slf: &Bound<'_, Self>, n: &Bound<'_, PyAny>) -> Coro {
         let r = slf.clone().unbind();
-        match n.cast::<PyInt>().ok().and_then(|i| i.extract::<isize>().ok()) {
+        match n
+            .cast::<PyInt>()
+            .ok()
+            .and_then(|i| i.extract::<isize>().ok())
+        {
             Some(n) => Coro::new(ReadExactlyOp::new(r, n)),
             // Huge or not an int: asyncio's comparisons, and the `n` it was given in errors.
             None => Coro::new(ArgOp::readexactly(r, n.clone().unbind())),
