@@ -62,11 +62,10 @@ pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// One non-blocking `read(2)`, retried on EINTR. `Ok(0)` is end of file.
-pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+/// Repeats a raw call that returns -1 and sets errno on failure while a signal interrupts it.
+fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes for the whole call.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = call();
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -75,41 +74,31 @@ pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
             return Err(err);
         }
     }
+}
+
+/// One non-blocking `read(2)`, retried on EINTR. `Ok(0)` is end of file.
+pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes for the whole call.
+    retry_eintr(|| unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
 }
 
 /// Reads into the uninitialised spare capacity of `vec`, growing its length by what was read.
 pub fn read_into_spare(fd: &OwnedFd, vec: &mut Vec<u8>) -> io::Result<usize> {
     let spare = vec.spare_capacity_mut();
-    loop {
-        // SAFETY: the spare capacity is valid for writes of `spare.len()` bytes; the kernel only
-        // writes, never reads, this memory.
-        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
-        if n >= 0 {
-            let n = n as usize;
-            // SAFETY: the kernel initialised exactly `n` bytes of the spare capacity.
-            unsafe { vec.set_len(vec.len() + n) };
-            return Ok(n);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    // SAFETY: the spare capacity is valid for writes of `spare.len()` bytes; the kernel only
+    // writes, never reads, this memory.
+    let n = retry_eintr(|| unsafe {
+        libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len())
+    })?;
+    // SAFETY: the kernel initialised exactly `n` bytes of the spare capacity.
+    unsafe { vec.set_len(vec.len() + n) };
+    Ok(n)
 }
 
 /// One non-blocking `write(2)`, retried on EINTR.
 pub fn write(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is a valid readable slice for the whole call.
-        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    // SAFETY: `buf` is a valid readable slice for the whole call.
+    retry_eintr(|| unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
 }
 
 /// `pidfd_open(pid, 0)`: a descriptor that becomes readable when the child exits.
