@@ -281,9 +281,17 @@ impl StreamReader {
     }
 
     fn do_feed_eof(&mut self, py: Python<'_>) -> PyResult<()> {
+        match self.mark_eof(py)? {
+            Some(w) => waiter::resolve(py, &w, py.None(), false),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks EOF and closes the pipe; returns the waiter to wake.
+    fn mark_eof(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.eof = true;
         self.close_pipe(py)?;
-        self.wake(py)
+        Ok(self.waiter.take())
     }
 
     /// Stores the exception; returns the waiter to fail with it (already done ones are left
@@ -434,9 +442,8 @@ impl StreamReader {
             return Ok(());
         }
         if got_eof {
-            r.eof = true;
-            r.close_pipe(py)?;
-            wake = wake.or_else(|| r.waiter.take());
+            let w = r.mark_eof(py)?;
+            wake = wake.or(w);
         }
         drop(r);
         if let Some(w) = wake {
