@@ -1,0 +1,120 @@
+//! File descriptors: taking ownership, non-blocking mode, EINTR-retried `read`/`write`, pipes
+//! and duplicates.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Takes ownership of an fd number handed over from Python.
+pub fn own_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: F_GETFD only inspects the descriptor table; it cannot affect memory.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the caller transfers ownership of an fd it no longer uses (checked open above);
+    // from here on only the OwnedFd closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own; no memory is passed.
+    unsafe {
+        let flags = libc::fcntl(raw, libc::F_GETFL);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if flags & libc::O_NONBLOCK == 0
+            && libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Repeats a raw call that returns -1 and sets errno on failure while a signal interrupts it.
+fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// One non-blocking `read(2)`, retried on EINTR. `Ok(0)` is end of file.
+pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes for the whole call.
+    retry_eintr(|| unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// Reads into the uninitialised spare capacity of `vec`, growing its length by what was read.
+pub fn read_into_spare(fd: &OwnedFd, vec: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = vec.spare_capacity_mut();
+    // SAFETY: the spare capacity is valid for writes of `spare.len()` bytes; the kernel only
+    // writes, never reads, this memory.
+    let n = retry_eintr(|| unsafe {
+        libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len())
+    })?;
+    // SAFETY: the kernel initialised exactly `n` bytes of the spare capacity.
+    unsafe { vec.set_len(vec.len() + n) };
+    Ok(n)
+}
+
+/// One non-blocking `write(2)`, retried on EINTR.
+pub fn write(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid readable slice for the whole call.
+    retry_eintr(|| unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
+}
+
+/// A second descriptor for the same open file, close-on-exec.
+pub fn dup_cloexec(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; no memory is passed.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created this descriptor for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Grows a pipe's kernel buffer (best effort; unprivileged users are capped by
+/// /proc/sys/fs/pipe-max-size and pipe-user-pages-soft).
+pub fn grow_pipe(fd: &OwnedFd, size: i32) {
+    // SAFETY: F_SETPIPE_SZ with an integer argument on a descriptor we own.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+}
+
+pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two fds into our array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created for us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Blocking read that retries EINTR (the error pipe, once the child is known to be done).
+pub fn read_blocking(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd on our stack, valid for the call.
+        unsafe { libc::poll(&mut p, 1, -1) };
+        match read(fd, buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Processes: pidfds, signals, reaping with `waitid(2)` and the resource usage it reports,
+//! and errno text.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// How a reaped child ended, as `Popen.returncode` encodes it.
+pub fn returncode_from_siginfo(code: i32, status: i32) -> i32 {
+    match code {
+        libc::CLD_EXITED => status,
+        // CLD_KILLED / CLD_DUMPED: asyncio reports -signal.
+        _ => -status,
+    }
+}
+
+fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `pidfd_open(pid, 0)`: a descriptor that becomes readable when the child exits.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; a returned fd is new and owned by us.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // pidfd_open sets O_CLOEXEC itself.
+    // SAFETY: the kernel just created this descriptor for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: integer arguments and a null siginfo pointer, which the kernel accepts.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    cvt(unsafe { libc::kill(pid, sig) } as libc::c_long)?;
+    Ok(())
+}
+
+/// Resource usage of a reaped child, as `waitid(2)` reported it: the 16 fields of
+/// `resource.struct_rusage`, in its order.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub utime: f64,
+    pub stime: f64,
+    pub rest: [i64; 14],
+}
+
+fn usage_from(ru: &libc::rusage) -> Usage {
+    Usage {
+        utime: ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 * 1e-6,
+        stime: ru.ru_stime.tv_sec as f64 + ru.ru_stime.tv_usec as f64 * 1e-6,
+        rest: [
+            ru.ru_maxrss,
+            ru.ru_ixrss,
+            ru.ru_idrss,
+            ru.ru_isrss,
+            ru.ru_minflt,
+            ru.ru_majflt,
+            ru.ru_nswap,
+            ru.ru_inblock,
+            ru.ru_oublock,
+            ru.ru_msgsnd,
+            ru.ru_msgrcv,
+            ru.ru_nsignals,
+            ru.ru_nvcsw,
+            ru.ru_nivcsw,
+        ],
+    }
+}
+
+const P_PIDFD: libc::c_long = 3;
+
+/// Blocking reap, for a child that was just sent SIGKILL.
+pub fn reap_blocking(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<i32> {
+    loop {
+        match reap_nohang(pidfd, pid)? {
+            Some((rc, _)) => return Ok(rc),
+            None => {
+                let mut p = libc::pollfd {
+                    fd: pidfd.map_or(-1, |f| f.as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                if p.fd < 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                } else {
+                    // SAFETY: one pollfd on our stack, valid for the call.
+                    unsafe { libc::poll(&mut p, 1, 100) };
+                }
+            }
+        }
+    }
+}
+
+/// Non-blocking reap. `Ok(None)`: still running. Uses the pidfd when given (never touches a
+/// recycled pid), else the pid.
+pub fn reap_nohang(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<Option<(i32, Usage)>> {
+    let (idtype, id) = match pidfd {
+        Some(fd) => (P_PIDFD, fd.as_raw_fd() as libc::c_long),
+        None => (libc::P_PID as libc::c_long, pid as libc::c_long),
+    };
+    // SAFETY: siginfo_t and rusage are plain C structs for which all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: raw waitid with pointers to our two stack structs, valid for the call; the
+        // fifth argument (rusage) is Linux-specific and filled in by the kernel.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_waitid,
+                idtype,
+                id,
+                &mut info as *mut libc::siginfo_t,
+                libc::WEXITED | libc::WNOHANG,
+                &mut ru as *mut libc::rusage,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    // SAFETY: reading the union fields of a siginfo that waitid filled for SIGCHLD.
+    let (si_pid, si_status) = unsafe { (info.si_pid(), info.si_status()) };
+    if si_pid == 0 {
+        return Ok(None);
+    }
+    let usage = usage_from(&ru);
+    Ok(Some((
+        returncode_from_siginfo(info.si_code, si_status),
+        usage,
+    )))
+}
+
+/// Blocks until the child has exited, without reaping it (the loop thread reaps). With a
+/// pidfd the wait can never be for another process: if someone else reaps the child, it
+/// ends with ECHILD. By pid alone (no pidfd: kernels before 5.3 on the Popen path) it ends
+/// with ECHILD too when a foreign reaper took the child, unless that pid was already given
+/// to another child of ours in the microseconds before this thread looked again; the loop
+/// thread verifies the pid's identity before it reaps or signals (see `process`).
+pub fn wait_exit_noreap(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<()> {
+    // SAFETY: siginfo_t is plain data; zero is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let mut by_pidfd = pidfd.is_some();
+    loop {
+        let (idtype, id) = match pidfd {
+            Some(fd) if by_pidfd => (P_PIDFD, fd.as_raw_fd() as libc::c_long),
+            _ => (libc::P_PID as libc::c_long, pid as libc::c_long),
+        };
+        // SAFETY: raw waitid with a pointer to our stack struct, valid for the call, and a
+        // null rusage pointer, which the kernel accepts.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_waitid,
+                idtype,
+                id,
+                &mut info as *mut libc::siginfo_t,
+                libc::WEXITED | libc::WNOWAIT,
+                std::ptr::null_mut::<libc::rusage>(),
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => {}
+            // P_PIDFD is Linux 5.4+; a pidfd from clone(CLONE_PIDFD) exists since 5.2.
+            Some(libc::EINVAL) if by_pidfd => by_pidfd = false,
+            _ => return Err(err),
+        }
+    }
+}
+
+pub fn strerror(errno: i32) -> String {
+    io::Error::from_raw_os_error(errno)
+        .to_string()
+        .split(" (os error")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
