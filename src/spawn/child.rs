@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 
-use crate::sys::raw;
+use crate::sys::{raw, CStrArray};
 
 /// Where in the child a failure happened, which decides the `OSError`'s filename.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,8 +32,8 @@ impl Stage {
 
 /// Everything the child needs, prepared by the parent (pointers into owned `CString`s).
 pub struct ChildSpec {
-    pub argv: Vec<CString>,
-    pub envp: Vec<CString>,
+    pub argv: CStrArray,
+    pub envp: CStrArray,
     pub exec_list: Vec<CString>,
     pub cwd: Option<CString>,
     pub stdin: i32,
@@ -55,15 +55,7 @@ pub struct ChildSpec {
     pub parent_pid: i32,
     /// (resource, soft, hard), applied with prlimit before exec.
     pub rlimits: Vec<(i32, u64, u64)>,
-    argv_ptrs: Vec<*const libc::c_char>,
-    envp_ptrs: Vec<*const libc::c_char>,
 }
-
-// SAFETY: the raw pointers point into the CStrings owned by the same struct, which is never
-// mutated after `finish`; it is shared read-only with the child only.
-unsafe impl Send for ChildSpec {}
-// SAFETY: as above.
-unsafe impl Sync for ChildSpec {}
 
 impl ChildSpec {
     #[allow(clippy::too_many_arguments)]
@@ -81,21 +73,11 @@ impl ChildSpec {
         umask: i32,
         errpipe_write: i32,
     ) -> Self {
-        let argv_ptrs = argv
-            .iter()
-            .map(|s| s.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let envp_ptrs = envp
-            .iter()
-            .map(|s| s.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
         // The real mask is stored just before clone.
         let old_mask = crate::sys::empty_sigset();
         ChildSpec {
-            argv,
-            envp,
+            argv: CStrArray::new(argv),
+            envp: CStrArray::new(envp),
             exec_list,
             cwd,
             stdin: fds.0,
@@ -113,8 +95,6 @@ impl ChildSpec {
             pdeathsig: 0,
             parent_pid: std::process::id() as i32,
             rlimits: Vec::new(),
-            argv_ptrs,
-            envp_ptrs,
         }
     }
 }
@@ -201,7 +181,7 @@ pub fn run(s: &ChildSpec) -> libc::c_int {
     let mut first_other = 0;
     let mut last = libc::ENOENT;
     for exe in &s.exec_list {
-        last = raw::execve(exe.as_ptr(), s.argv_ptrs.as_ptr(), s.envp_ptrs.as_ptr());
+        last = raw::execve(exe.as_ptr(), s.argv.as_ptr(), s.envp.as_ptr());
         if last != libc::ENOENT && last != libc::ENOTDIR && first_other == 0 {
             first_other = last;
         }

@@ -366,3 +366,36 @@ pub fn empty_sigset() -> libc::sigset_t {
         s
     }
 }
+
+/// argv or envp for execve: owned strings and the NULL-terminated array of pointers into
+/// them, built once and only read afterwards (by the child, between clone and exec).
+pub struct CStrArray {
+    /// Owns what `ptrs` points into; never read directly.
+    _strings: Vec<std::ffi::CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl CStrArray {
+    pub fn new(strings: Vec<std::ffi::CString>) -> Self {
+        let ptrs = strings
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        CStrArray {
+            _strings: strings,
+            ptrs,
+        }
+    }
+
+    pub fn as_ptr(&self) -> *const *const libc::c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+// SAFETY: the pointers point into the heap buffers of `_strings`, owned by the same value and
+// never moved, changed or dropped before it; nothing writes through them, so the value may be
+// sent to and read from any thread.
+unsafe impl Send for CStrArray {}
+// SAFETY: as above: shared access only ever reads.
+unsafe impl Sync for CStrArray {}

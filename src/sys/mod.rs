@@ -11,7 +11,7 @@
 //! - `proc`: processes: pidfds, `kill`, reaping (`reap_nohang`, `reap_blocking`,
 //!   `wait_exit_noreap`) and the `Usage` it reports, `returncode_from_siginfo`, `strerror`
 //! - `child`: spawning: `clone_vm` on a pooled `ChildStack`, signal masks, `environ_snapshot`,
-//!   `max_fd`, `child_trampoline`, and `raw`, the async-signal-safe calls the child makes
+//!   `max_fd`, `CStrArray` (argv/envp), `child_trampoline`, and `raw`, the async-signal-safe calls the child makes
 //! - `bytes`: `bytes` objects filled in place: `bytes_filled`, `BytesBuilder`
 //! - `pyapi`: the CPython C-API beyond PyO3: the `am_send` slot
 
@@ -24,7 +24,7 @@ mod pyapi;
 pub use bytes::{bytes_filled, BytesBuilder};
 pub use child::{
     block_all_signals, child_trampoline, clone_vm, empty_sigset, environ_snapshot, max_fd, raw,
-    restore_signals, ChildStack, NATIVE_SPAWN,
+    restore_signals, CStrArray, ChildStack, NATIVE_SPAWN,
 };
 pub use fd::{
     dup_cloexec, grow_pipe, own_fd, pipe_cloexec, read, read_blocking, read_into_spare,
