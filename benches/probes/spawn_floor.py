@@ -1,0 +1,128 @@
+"""Where spawn + wait's time goes: workload (a) taken apart, one layer at a time.
+
+Not part of ``make bench``: a diagnostic for the issue-6 note. Each mode runs 500 sequential
+spawn + wait of ``/bin/true`` in a fresh process, the modes interleaved and rotated over the
+repetitions, and prints the p50 latency of each (median over repetitions):
+
+- ``limit``: the bench's raw limit program (Rust, posix_spawn + waitpid), a small process.
+- ``limit+rss``: the same program holding as much resident heap as the Python process of the
+  ``py-*`` modes, to see what the parent's size alone costs.
+- ``py-posix_spawn``: Python, blocking ``os.posix_spawn`` + ``os.waitpid``; no event loop.
+- ``py-rs-spawn``: Python, ``rsubprocess._core.spawn`` + a blocking wait for exec and exit
+  (private API); no event loop: rsubprocess's spawn itself.
+- ``rsubprocess``, ``asyncio``: ``create_subprocess_exec`` + ``wait()`` on asyncio's loop.
+
+Usage: ``python benches/probes/spawn_floor.py [--reps 5] [--n 500]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMIT_BIN = ROOT / "target" / "bench-limit" / "release" / "rsubprocess-bench-limit"
+MODES = ("limit", "limit+rss", "py-posix_spawn", "py-rs-spawn", "rsubprocess", "asyncio")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def p50(xs: list[float]) -> float:
+    return statistics.median(xs) * 1e6
+
+
+def one(mode: str, n: int) -> dict[str, float]:
+    lat: list[float] = []
+    if mode == "py-posix_spawn":
+        argv = ["/bin/true"]
+        for _ in range(n + 1):
+            t = time.perf_counter()
+            pid = os.posix_spawn("/bin/true", argv, os.environ)
+            _, status = os.waitpid(pid, 0)
+            lat.append(time.perf_counter() - t)
+            assert status == 0
+    elif mode == "py-rs-spawn":
+        from rsubprocess import _core, _native
+
+        args: list[tuple] = []
+        real = _core.spawn
+        _core.spawn = lambda *a: args.append(a)  # capture what create_subprocess_exec passes
+        _native.start_native(("/bin/true",), False, (-1, -1, -1), {}, 0, None)
+        _core.spawn = real
+        for _ in range(n + 1):
+            t = time.perf_counter()
+            job = real(*args[0])
+            fd = job.take_pidfd()
+            del job  # its drop waits (blocking) for the exec
+            info = os.waitid(os.P_PIDFD, fd, os.WEXITED)
+            os.close(fd)
+            lat.append(time.perf_counter() - t)
+            assert info is not None and info.si_status == 0
+    else:
+        if mode == "rsubprocess":
+            import rsubprocess as api
+        else:
+            api = asyncio  # type: ignore[assignment]
+
+        async def main() -> None:
+            for _ in range(n + 1):
+                t = time.perf_counter()
+                proc = await api.create_subprocess_exec("/bin/true")
+                rc = await proc.wait()
+                lat.append(time.perf_counter() - t)
+                assert rc == 0
+
+        asyncio.run(main())
+    return {"p50_us": p50(lat[1:]), "rss": float(rss_bytes())}
+
+
+def run(mode: str, n: int, rss: int) -> dict[str, float]:
+    if mode.startswith("limit"):
+        heap = rss if mode == "limit+rss" else 0
+        out = subprocess.run(
+            [str(LIMIT_BIN), "spawn", str(n), str(heap)], check=True, capture_output=True
+        ).stdout
+        return {"p50_us": json.loads(out)["metrics"]["p50_us"]}
+    out = subprocess.run(
+        [sys.executable, __file__, "--one", mode, "--n", str(n)], check=True, capture_output=True
+    ).stdout
+    return json.loads(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--one")
+    a = ap.parse_args()
+    if a.one:
+        print(json.dumps(one(a.one, a.n)))
+        return
+    if not LIMIT_BIN.exists():
+        sys.exit(f"build the limit first (make bench builds it): {LIMIT_BIN}")
+    rss = int(run("py-posix_spawn", 50, 0)["rss"])
+    res: dict[str, list[float]] = {m: [] for m in MODES}
+    for rep in range(a.reps):
+        order = MODES[rep % len(MODES) :] + MODES[: rep % len(MODES)]
+        for mode in order:
+            res[mode].append(run(mode, a.n, rss)["p50_us"])
+    print(f"CPython {sys.version.split()[0]}, {a.reps} reps x {a.n} spawns; Python RSS {rss >> 20} MiB")
+    base = statistics.median(res["limit"])
+    for mode in MODES:
+        med = statistics.median(res[mode])
+        spread = f"{min(res[mode]):.0f}-{max(res[mode]):.0f}"
+        print(f"  {mode:15s} p50 {med:6.0f} us ({spread})  limit/this {base / med:.2f}")
+
+
+if __name__ == "__main__":
+    main()
