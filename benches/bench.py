@@ -96,6 +96,7 @@ M = {
     for m in (
         Metric("p50_us", "p50 latency (µs)", plot=True),
         Metric("p99_us", "p99 latency (µs)"),
+        Metric("floor_p50_us", "p50, least possible on this loop (µs)", compare=False),
         Metric("stall_ms", "max loop stall (ms)", plot=True),
         Metric("stall_p99_ms", "p99 loop stall (ms)"),
         Metric("stall_idle_ms", "max stall, idle loop before (ms)", compare=False),
@@ -148,7 +149,7 @@ WORKLOADS = {
     for w in (
         Workload(
             "a",
-            ("p50_us", "p99_us", *CPU),
+            ("p50_us", "p99_us", "floor_p50_us", *CPU),
             lambda p: f"a: spawn+wait /bin/true {X}{p['n']} sequential",
         ),
         Workload(
@@ -422,6 +423,46 @@ async def wake_control(seconds: float, rate_hz: float) -> list[float]:
         os.close(w)
 
 
+async def loop_floor(api: Any, n: int) -> float:
+    """p50 of the least spawn + wait any implementation on this loop could do: rsubprocess's
+    native spawn and exec wait, then the pidfd awaited through a bare ``add_reader`` -- no
+    argument handling, no ``Process``, no streams, no reaping bookkeeping (private API).
+
+    Measured in rsubprocess's workers after workload (a), alternating one for one with
+    ``create_subprocess_exec`` + ``wait()`` (not counted) so that it sees the same conditions
+    as the full path does: the row says what part of the distance to the limit is the loop's
+    own and what part is rsubprocess's.
+    """
+    from rsubprocess import _core, _native
+
+    captured: list[tuple[Any, ...]] = []
+    real = _core.spawn
+    _core.spawn = lambda *a: captured.append(a)  # what create_subprocess_exec would pass
+    try:
+        _native.start_native(("/bin/true",), False, (-1, -1, -1), {}, 0, None)
+    finally:
+        _core.spawn = real
+    check(len(captured) == 1, "the native spawn path is not available")
+    loop = asyncio.get_running_loop()
+    lat = []
+    for _ in range(n):
+        proc = await api.create_subprocess_exec("/bin/true")
+        check(await proc.wait() == 0, "/bin/true failed")
+        t0 = time.perf_counter()
+        job = real(*captured[0])
+        await job.wait_exec(loop)
+        fd = job.take_pidfd()
+        fut = loop.create_future()
+        loop.add_reader(fd, fut.set_result, None)
+        await fut
+        loop.remove_reader(fd)
+        status = os.waitid(os.P_PIDFD, fd, os.WEXITED)  # type: ignore[attr-defined]
+        os.close(fd)
+        lat.append(time.perf_counter() - t0)
+        check(status is not None and status.si_status == 0, "/bin/true failed")
+    return percentile(lat, 50) * 1e6
+
+
 async def w_spawn(api: Any, p: dict[str, Any]) -> dict[str, float]:
     heap = b"\x01" * p["heap"]  # touched by the fill: resident
     await warm_up(api)
@@ -465,6 +506,8 @@ async def w_spawn(api: Any, p: dict[str, Any]) -> dict[str, float]:
     check(len(heap) == p["heap"], "heap")
     m["p50_us"] = percentile(lat, 50) * 1e6
     m["p99_us"] = percentile(lat, 99) * 1e6
+    if not p["heap"] and api.__name__ == "rsubprocess":
+        m["floor_p50_us"] = await loop_floor(api, p["n"])
     return m
 
 
@@ -968,12 +1011,28 @@ def targets(grid: dict[str, dict[str, Cell]]) -> list[str]:
         cell = grid.get(key, {}).get(impl)
         return None if cell is None or cell.failures else median(cell.values(metric))
 
-    # Nothing can beat the limit, so no ratio against asyncio can exceed asyncio's own.
-    best = None
+    # Nothing on asyncio's loop can beat the least possible spawn + wait on it (the floor
+    # row), and nothing at all can beat the limit: they bound both of a's ratios.
+    best = floor_frac = None
     a_async, a_limit = med("a", "p50_us", "asyncio"), med("a", "p50_us", LIMIT)
+    a_floor = med("a", "floor_p50_us")
     if a_async is not None and a_limit is not None and a_limit > 0:
         b = a_async / a_limit
-        best = (f"at most {b:.2f}{X} (the limit's speed over asyncio's)", b >= 1.3)
+        text = f"at most {b:.2f}{X} (the limit's speed over asyncio's)"
+        if a_floor:
+            b = min(b, a_async / a_floor)
+            text = (
+                f"at most {a_async / a_floor:.2f}{X} on this loop (the least possible on it, "
+                f"{_fmt(a_floor)} µs, over asyncio's); {a_async / a_limit:.2f}{X} without a loop"
+            )
+        best = (text, b >= 1.3)
+    if a_floor and a_limit:
+        f = a_limit / a_floor
+        floor_frac = (
+            f"at most {f:.2f} of the limit on this loop (the least possible on it: "
+            f"{_fmt(a_floor)} µs)",
+            f >= 0.85,
+        )
     row(
         "a spawn+wait (p50)",
         f"≥ 1.3{X} asyncio",
@@ -981,7 +1040,13 @@ def targets(grid: dict[str, dict[str, Cell]]) -> list[str]:
         lambda v: v >= 1.3,
         best,
     )
-    row("a spawn+wait (p50)", "≥ 0.85 of limit", r("a", "p50_us", LIMIT), lambda v: v >= 0.85)
+    row(
+        "a spawn+wait (p50)",
+        "≥ 0.85 of limit",
+        r("a", "p50_us", LIMIT),
+        lambda v: v >= 0.85,
+        floor_frac,
+    )
     floor = None
     wake, idle = med("a2", "stall_wake_ms"), med("a2", "stall_idle_same_ms")
     if wake is not None and idle is not None:

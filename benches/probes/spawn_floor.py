@@ -10,6 +10,9 @@ repetitions, and prints the p50 latency of each (median over repetitions):
 - ``py-posix_spawn``: Python, blocking ``os.posix_spawn`` + ``os.waitpid``; no event loop.
 - ``py-rs-spawn``: Python, ``rsubprocess._core.spawn`` + a blocking wait for exec and exit
   (private API); no event loop: rsubprocess's spawn itself.
+- ``loop-minimal``: ``_core.spawn``, its exec wait, then the pidfd awaited with a bare
+  ``add_reader`` on asyncio's loop: the least any implementation on that loop could do with
+  rsubprocess's spawn (no argument handling, no ``Process``, no streams).
 - ``rsubprocess``, ``asyncio``: ``create_subprocess_exec`` + ``wait()`` on asyncio's loop.
 
 Usage: ``python benches/probes/spawn_floor.py [--reps 5] [--n 500]``
@@ -29,7 +32,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT_BIN = ROOT / "target" / "bench-limit" / "release" / "rsubprocess-bench-limit"
-MODES = ("limit", "limit+rss", "py-posix_spawn", "py-rs-spawn", "rsubprocess", "asyncio")
+MODES = (
+    "limit",
+    "limit+rss",
+    "py-posix_spawn",
+    "py-rs-spawn",
+    "loop-minimal",
+    "rsubprocess",
+    "asyncio",
+)
 
 
 def rss_bytes() -> int:
@@ -39,6 +50,20 @@ def rss_bytes() -> int:
 
 def p50(xs: list[float]) -> float:
     return statistics.median(xs) * 1e6
+
+
+def captured_spawn_args() -> tuple:
+    """What create_subprocess_exec("/bin/true") passes to _core.spawn."""
+    from rsubprocess import _core, _native
+
+    args: list[tuple] = []
+    real = _core.spawn
+    _core.spawn = lambda *a: args.append(a)
+    try:
+        _native.start_native(("/bin/true",), False, (-1, -1, -1), {}, 0, None)
+    finally:
+        _core.spawn = real
+    return args[0]
 
 
 def one(mode: str, n: int) -> dict[str, float]:
@@ -52,22 +77,40 @@ def one(mode: str, n: int) -> dict[str, float]:
             lat.append(time.perf_counter() - t)
             assert status == 0
     elif mode == "py-rs-spawn":
-        from rsubprocess import _core, _native
+        from rsubprocess import _core
 
-        args: list[tuple] = []
-        real = _core.spawn
-        _core.spawn = lambda *a: args.append(a)  # capture what create_subprocess_exec passes
-        _native.start_native(("/bin/true",), False, (-1, -1, -1), {}, 0, None)
-        _core.spawn = real
+        args = captured_spawn_args()
         for _ in range(n + 1):
             t = time.perf_counter()
-            job = real(*args[0])
+            job = _core.spawn(*args)
             fd = job.take_pidfd()
             del job  # its drop waits (blocking) for the exec
             info = os.waitid(os.P_PIDFD, fd, os.WEXITED)
             os.close(fd)
             lat.append(time.perf_counter() - t)
             assert info is not None and info.si_status == 0
+    elif mode == "loop-minimal":
+        from rsubprocess import _core
+
+        args = captured_spawn_args()
+
+        async def minimal() -> None:
+            loop = asyncio.get_running_loop()
+            for _ in range(n + 1):
+                t = time.perf_counter()
+                job = _core.spawn(*args)
+                await job.wait_exec(loop)
+                fd = job.take_pidfd()
+                fut = loop.create_future()
+                loop.add_reader(fd, fut.set_result, None)
+                await fut
+                loop.remove_reader(fd)
+                info = os.waitid(os.P_PIDFD, fd, os.WEXITED)
+                os.close(fd)
+                lat.append(time.perf_counter() - t)
+                assert info is not None and info.si_status == 0
+
+        asyncio.run(minimal())
     else:
         if mode == "rsubprocess":
             import rsubprocess as api
@@ -116,7 +159,8 @@ def main() -> None:
         order = MODES[rep % len(MODES) :] + MODES[: rep % len(MODES)]
         for mode in order:
             res[mode].append(run(mode, a.n, rss)["p50_us"])
-    print(f"CPython {sys.version.split()[0]}, {a.reps} reps x {a.n} spawns; Python RSS {rss >> 20} MiB")
+    py = sys.version.split()[0]
+    print(f"CPython {py}, {a.reps} reps x {a.n} spawns; Python RSS {rss >> 20} MiB")
     base = statistics.median(res["limit"])
     for mode in MODES:
         med = statistics.median(res[mode])
