@@ -96,8 +96,8 @@ M = {
     for m in (
         Metric("p50_us", "p50 latency (µs)", plot=True),
         Metric("p99_us", "p99 latency (µs)"),
-        Metric("alt_p50_us", "p50, alternating with the least possible (µs)", compare=False),
-        Metric("floor_p50_us", "p50, least possible on this loop (µs)", compare=False),
+        Metric("alt_p50_us", "p50, alternating with a bare spawn+wait (µs)", compare=False),
+        Metric("floor_p50_us", "p50, bare spawn+wait on this loop (µs)", compare=False),
         Metric("stall_ms", "max loop stall (ms)", plot=True),
         Metric("stall_p99_ms", "p99 loop stall (ms)"),
         Metric("stall_idle_ms", "max stall, idle loop before (ms)", compare=False),
@@ -1014,9 +1014,10 @@ def targets(grid: dict[str, dict[str, Cell]]) -> list[str]:
         cell = grid.get(key, {}).get(impl)
         return None if cell is None or cell.failures else median(cell.values(metric))
 
-    # What rsubprocess could gain on this loop at all: its full path over the least possible,
-    # measured alternating in the same processes. Applied to both of a's ratios it bounds
-    # them; nothing at all can beat the limit, which bounds the ratio against asyncio too.
+    # What rsubprocess could gain on this loop at all: its full path over a bare spawn + wait
+    # (no argument handling, no Process), measured alternating in the same processes.
+    # Applied to both of a's ratios it bounds what any complete implementation could reach
+    # with this spawn on this loop; the limit's own ratio is shown for comparison.
     best = floor_frac = None
     r_async, r_limit = r("a", "p50_us", "asyncio"), r("a", "p50_us", LIMIT)
     cell = grid.get("a", {}).get(RS)
@@ -1029,10 +1030,10 @@ def targets(grid: dict[str, dict[str, Cell]]) -> list[str]:
         ]
         gain = median(pairs)
     if gain is not None and r_async is not None and r_limit is not None:
-        b = min(r_async * gain, r_async / r_limit)
+        b = r_async * gain
         best = (
-            f"at most {r_async * gain:.2f}{X} on this loop (rsubprocess's full path is "
-            f"{gain:.2f}{X} the least possible on it); {r_async / r_limit:.2f}{X} at the limit",
+            f"at most {r_async * gain:.2f}{X} on this loop (rsubprocess's full path takes "
+            f"{gain:.2f}{X} a bare spawn+wait on it); the limit is {r_async / r_limit:.2f}{X}",
             b >= 1.3,
         )
         floor_frac = (
@@ -1063,18 +1064,7 @@ def targets(grid: dict[str, dict[str, Cell]]) -> list[str]:
             lo < 0.5,
         )
     row("a2 loop stall", "< 0.5 ms", med("a2", "stall_ms"), lambda v: v < 0.5, floor)
-    b_bound = None
-    b_async, b_limit = med("b", "total_ms", "asyncio"), med("b", "total_ms", LIMIT)
-    if b_async is not None and b_limit:
-        bb = b_async / b_limit
-        b_bound = (f"at most {bb:.2f}{X} (the limit's speed over asyncio's)", bb >= 1.5)
-    row(
-        "b 200 concurrent",
-        f"≥ 1.5{X} asyncio",
-        r("b", "total_ms", "asyncio"),
-        lambda v: v >= 1.5,
-        b_bound,
-    )
+    row("b 200 concurrent", f"≥ 1.5{X} asyncio", r("b", "total_ms", "asyncio"), lambda v: v >= 1.5)
     for key in ("c", "d1", "d2", "f"):
         row(f"{key} throughput", "≥ 0.8 of limit", r(key, "mib_s", LIMIT), lambda v: v >= 0.8)
     for key in ("e_for", "e_readline"):
