@@ -1248,9 +1248,10 @@ def drive(args: argparse.Namespace) -> int:
     files[1].write_text(json.dumps(raw, indent=1) + "\n")
     if not args.smoke:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        dated = out_dir / f"{stamp}-scale{args.scale:g}"
+        dated = f"{stamp}-scale{args.scale:g}"
         for src in list(files):
-            dst = dated.with_suffix(src.suffix)
+            # Not with_suffix: it would take ".125" of "scale0.125" for the suffix.
+            dst = out_dir / (dated + src.suffix)
             shutil.copyfile(src, dst)
             files.append(dst)
     png = out_dir / f"{stem}.png"
