@@ -135,6 +135,94 @@ def test_exec_pid_and_repr(impl, run):
     run(main)
 
 
+_AUDITED: list[tuple[Any, ...]] = []
+_AUDITING = threading.local()
+
+
+def _audit_hook(event: str, args: tuple[Any, ...]) -> None:
+    if event == "subprocess.Popen" and getattr(_AUDITING, "on", False):
+        _AUDITED.append(args)
+
+
+sys.addaudithook(_audit_hook)  # hooks cannot be removed: it records only inside audited()
+
+
+@contextlib.contextmanager
+def audited():
+    _AUDITED.clear()
+    _AUDITING.on = True
+    try:
+        yield _AUDITED
+    finally:
+        _AUDITING.on = False
+
+
+@pytest.mark.parametrize(
+    ("shell", "cmd", "kwds", "event"),
+    [
+        (False, (TRUE,), {}, (TRUE, [TRUE], None, None)),
+        (False, (TRUE, "a", b"b"), {}, (TRUE, [TRUE, "a", b"b"], None, None)),
+        (False, ("true",), {}, ("true", ["true"], None, None)),
+        (False, (TRUE, "\udcff"), {}, (TRUE, [TRUE, "\udcff"], None, None)),
+        (True, "exit 0", {}, ("/bin/sh", ["/bin/sh", "-c", "exit 0"], None, None)),
+        (True, b"exit 0", {}, ("/bin/sh", ["/bin/sh", "-c", b"exit 0"], None, None)),
+        (False, (TRUE,), {"cwd": "/"}, (TRUE, [TRUE], "/", None)),
+        (False, (TRUE,), {"env": {"A": "b"}}, (TRUE, [TRUE], None, {"A": "b"})),
+    ],
+    ids=["abs", "args", "path-search", "surrogateescape", "shell", "shell-bytes", "cwd", "env"],
+)
+def test_popen_audit_event(impl, run, loop_kind, shell, cmd, kwds, event):
+    """Popen's ``subprocess.Popen`` audit event, once per spawn, with Popen's arguments,
+    including on rsubprocess's paths that do not go through Popen."""
+    expected = [event]
+    if behaviour(impl, loop_kind) == "uvloop":
+        expected = []  # uvloop spawns with libuv, not Popen: no audit event at all
+
+    async def main():
+        for _ in range(3):  # the first native spawn and the later ones take different paths
+            with audited() as events:
+                if shell:
+                    proc = await impl.create_subprocess_shell(cmd, **kwds)
+                else:
+                    proc = await impl.create_subprocess_exec(*cmd, **kwds)
+                assert await proc.wait() == 0
+            assert events == expected
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("argv", "exc"),
+    [
+        ((TRUE, "\ud800"), UnicodeEncodeError),
+        (("tr\ud800ue",), UnicodeEncodeError),
+        ((TRUE, "a\0b"), ValueError),
+        ((b"/bin/tr\0ue",), ValueError),
+    ],
+    ids=["lone-surrogate-arg", "lone-surrogate-program", "nul-arg", "nul-bytes-program"],
+)
+def test_plain_arguments_that_fail(impl, run, loop_kind, argv, exc):
+    """Arguments that look plain (str or bytes, no keywords) but that Popen rejects: the same
+    exception, no child, and the next plain spawn still works."""
+    uvloop_runs_it = behaviour(impl, loop_kind) == "uvloop" and exc is ValueError
+
+    async def main():
+        for _ in range(2):
+            before = children()
+            if uvloop_runs_it:
+                # uvloop: no error; the command runs, cut at the NUL.
+                proc = await impl.create_subprocess_exec(*argv)
+                await proc.wait()
+                continue
+            with pytest.raises(exc):
+                await impl.create_subprocess_exec(*argv)
+            assert children() == before
+            proc = await impl.create_subprocess_exec(TRUE)
+            assert await proc.wait() == 0
+
+    run(main)
+
+
 def test_pathlike_program_and_args(impl, run, loop_kind, tmp_path):
     data = tmp_path / "data.txt"
     data.write_bytes(b"path-like\n")

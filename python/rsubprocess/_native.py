@@ -203,7 +203,10 @@ def start_native(
     rlimits: Optional[list[tuple[int, int, int]]] = None,
 ) -> Any:
     """Start the child without Popen; None if only Popen can take these arguments."""
-    global _broken
+    if not kwds and _checks_safe:
+        plain = _plain(args, shell, fds)
+        if plain is not None:
+            return _spawn((*plain, pdeathsig, rlimits or []))
     # Popen.__init__'s defaults for the keywords this path takes.
     executable = kwds.get("executable")
     cwd = kwds.get("cwd")
@@ -278,34 +281,113 @@ def start_native(
                 restore_signals, start_new_session, process_group, umask,
             )  # fmt: skip
             keep = sorted({int(fd) for fd in pass_fds})
-        try:
-            return _core.spawn(
-                [os.fsencode(a) for a in args],
-                exec_list,
-                envp,
-                None if cwd is None else os.fsencode(cwd),
-                child_fds,
-                bool(close_fds),
-                keep,
-                bool(restore_signals),
-                bool(start_new_session),
-                _c_int(process_group),
-                int(umask),
-                orig_executable,
-                cwd,
-                _setup_filename(posix_spawn, orig_executable, cwd),
-                pdeathsig,
-                rlimits or [],
-            )
-        except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
-                # clone(CLONE_PIDFD) unsupported here (kernel < 5.2, seccomp): use Popen.
-                _broken = True
-                return None
-            raise
+        spawn_args = (
+            [os.fsencode(a) for a in args],
+            exec_list,
+            envp,
+            None if cwd is None else os.fsencode(cwd),
+            child_fds,
+            bool(close_fds),
+            keep,
+            bool(restore_signals),
+            bool(start_new_session),
+            _c_int(process_group),
+            int(umask),
+            orig_executable,
+            cwd,
+            _setup_filename(posix_spawn, orig_executable, cwd),
+            pdeathsig,
+            rlimits or [],
+        )
+        return _spawn(spawn_args)
     finally:
         for fd in devnull:
             os.close(fd)
+
+
+def _spawn(spawn_args: tuple[Any, ...]) -> Any:
+    """``_core.spawn(*spawn_args)``; None (and Popen from now on) where clone(CLONE_PIDFD)
+    is refused."""
+    global _broken
+    try:
+        return _core.spawn(*spawn_args)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+            # clone(CLONE_PIDFD) unsupported here (kernel < 5.2, seccomp): use Popen.
+            _broken = True
+            return None
+        raise
+
+
+def _plain(args: Any, shell: bool, fds: tuple[Any, Any, Any]) -> Optional[tuple[Any, ...]]:
+    """``_core.spawn``'s arguments for the common call, or None for anything else.
+
+    The common call: no keyword at all, every argument an exact ``str`` or ``bytes`` that
+    encodes without error and holds no NUL, stdin/stdout/stderr each a pipe end or inherited.
+    Then no step of Popen's can fail before the exec (the checks CPython makes in C accept
+    every such value, which the bad-input corpus in tests/reliability confirms against
+    asyncio), so they are not run again: what is left of ``start_native`` is the audit event,
+    the encoding and the PATH search, in Popen's order. Anything else returns None before any
+    side effect, and ``start_native`` takes it step for step, raising what Popen raises.
+    """
+    if shell:
+        if type(args) is not str and type(args) is not bytes:
+            return None
+        args = ["/bin/sh", "-c", args]
+    elif type(args) is tuple:
+        args = list(args)
+    else:
+        return None
+    child_fds: list[int] = []
+    for fd in fds:
+        if fd is None:
+            child_fds.append(-1)
+        elif type(fd) is int and fd >= 0:
+            child_fds.append(fd)
+        else:
+            return None  # DEVNULL, STDOUT, a bool, a file object: Popen._get_handles' cases
+    try:
+        argv = [a if type(a) is bytes else os.fsencode(a) for a in args if type(a) in _PLAIN]
+    except UnicodeError:
+        return None
+    if len(argv) != len(args) or not argv or any(b"\0" in a for a in argv):
+        return None
+    executable = args[0]
+    sys.audit("subprocess.Popen", executable, args, None, None)
+    exe = argv[0]
+    p2cread, c2pwrite, errwrite = child_fds
+    posix_spawn = bool(
+        subprocess._USE_POSIX_SPAWN
+        and b"/" in exe
+        and PY >= (3, 13)
+        and _have_closefrom()
+        and (p2cread == -1 or p2cread > 2)
+        and (c2pwrite == -1 or c2pwrite > 2)
+        and (errwrite == -1 or errwrite > 2)
+    )
+    if b"/" in exe:
+        exec_list = [exe]
+    else:
+        exec_list = [os.path.join(os.fsencode(d), exe) for d in os.get_exec_path(None)]
+    return (
+        argv,
+        exec_list,
+        None,
+        None,
+        (p2cread, c2pwrite, errwrite),
+        True,
+        [],
+        True,
+        False,
+        -1,
+        -1,
+        executable,
+        None,
+        _setup_filename(posix_spawn, executable, None),
+    )
+
+
+_PLAIN = (str, bytes)
 
 
 def _have_closefrom() -> bool:

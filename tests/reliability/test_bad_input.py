@@ -80,7 +80,7 @@ def spawn_corpus(seed: int, n: int) -> list[tuple[str, tuple[Any, ...], dict[str
         ],
     )
     arg_lists = (
-        [[], ["a"], [b"a"], [pathlib.Path("x")], [b"\xff\xfe"], ["\udcff"]],
+        [[], ["a"], [b"a"], [pathlib.Path("x")], [b"\xff\xfe"], ["\udcff"], ["\ud800"]],
         [
             [None],
             [1],
