@@ -424,16 +424,8 @@ async def wake_control(seconds: float, rate_hz: float) -> list[float]:
         os.close(w)
 
 
-async def loop_floor(api: Any, n: int) -> tuple[float, float]:
-    """p50 of the least spawn + wait any implementation on this loop could do: rsubprocess's
-    native spawn and exec wait, then the pidfd awaited through a bare ``add_reader`` -- no
-    argument handling, no ``Process``, no streams, no reaping bookkeeping (private API).
-
-    Measured in rsubprocess's workers after workload (a), alternating one for one with
-    ``create_subprocess_exec`` + ``wait()``, so both see the same conditions; returns both
-    p50s. Their ratio is how much faster rsubprocess could be on this loop at all: the rest
-    of the distance to the limit is the loop's own (and the interpreter's).
-    """
+def bare_spawn_args() -> tuple[Any, ...]:
+    """What ``create_subprocess_exec("/bin/true")`` passes to rsubprocess's ``_core.spawn``."""
     from rsubprocess import _core, _native
 
     captured: list[tuple[Any, ...]] = []
@@ -444,6 +436,37 @@ async def loop_floor(api: Any, n: int) -> tuple[float, float]:
     finally:
         _core.spawn = real
     check(len(captured) == 1, "the native spawn path is not available")
+    return captured[0]
+
+
+async def bare_spawn_wait(loop: asyncio.AbstractEventLoop, spawn_args: tuple[Any, ...]) -> None:
+    """One spawn + wait with nothing but rsubprocess's native spawn and exec wait, then the
+    pidfd awaited through a bare ``add_reader`` -- no argument handling, no ``Process``, no
+    streams, no reaping bookkeeping (private API)."""
+    from rsubprocess import _core
+
+    job = _core.spawn(*spawn_args)
+    await job.wait_exec(loop)
+    fd = job.take_pidfd()
+    fut = loop.create_future()
+    loop.add_reader(fd, fut.set_result, None)
+    await fut
+    loop.remove_reader(fd)
+    status = os.waitid(os.P_PIDFD, fd, os.WEXITED)  # type: ignore[attr-defined]
+    os.close(fd)
+    check(status is not None and status.si_status == 0, "/bin/true failed")
+
+
+async def loop_floor(api: Any, n: int) -> tuple[float, float]:
+    """p50 of :func:`bare_spawn_wait`, the least spawn + wait any implementation on this loop
+    could do with this spawn, and of ``create_subprocess_exec`` + ``wait()``.
+
+    Measured in rsubprocess's workers after workload (a), alternating one for one, so both
+    see the same conditions. Their ratio is how much faster rsubprocess could be on this
+    loop at all: the rest of the distance to the limit is the loop's own (and the
+    interpreter's).
+    """
+    spawn_args = bare_spawn_args()
     loop = asyncio.get_running_loop()
     lat, full = [], []
     for _ in range(n):
@@ -452,17 +475,8 @@ async def loop_floor(api: Any, n: int) -> tuple[float, float]:
         check(await proc.wait() == 0, "/bin/true failed")
         full.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        job = real(*captured[0])
-        await job.wait_exec(loop)
-        fd = job.take_pidfd()
-        fut = loop.create_future()
-        loop.add_reader(fd, fut.set_result, None)
-        await fut
-        loop.remove_reader(fd)
-        status = os.waitid(os.P_PIDFD, fd, os.WEXITED)  # type: ignore[attr-defined]
-        os.close(fd)
+        await bare_spawn_wait(loop, spawn_args)
         lat.append(time.perf_counter() - t0)
-        check(status is not None and status.si_status == 0, "/bin/true failed")
     return percentile(full, 50) * 1e6, percentile(lat, 50) * 1e6
 
 

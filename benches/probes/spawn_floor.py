@@ -31,6 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benches"))
+import bench  # noqa: E402  (the bench's bare spawn + wait, shared)
+
 LIMIT_BIN = ROOT / "target" / "bench-limit" / "release" / "rsubprocess-bench-limit"
 MODES = (
     "limit",
@@ -52,20 +55,6 @@ def p50(xs: list[float]) -> float:
     return statistics.median(xs) * 1e6
 
 
-def captured_spawn_args() -> tuple:
-    """What create_subprocess_exec("/bin/true") passes to _core.spawn."""
-    from rsubprocess import _core, _native
-
-    args: list[tuple] = []
-    real = _core.spawn
-    _core.spawn = lambda *a: args.append(a)
-    try:
-        _native.start_native(("/bin/true",), False, (-1, -1, -1), {}, 0, None)
-    finally:
-        _core.spawn = real
-    return args[0]
-
-
 def one(mode: str, n: int) -> dict[str, float]:
     lat: list[float] = []
     if mode == "py-posix_spawn":
@@ -79,7 +68,7 @@ def one(mode: str, n: int) -> dict[str, float]:
     elif mode == "py-rs-spawn":
         from rsubprocess import _core
 
-        args = captured_spawn_args()
+        args = bench.bare_spawn_args()
         for _ in range(n + 1):
             t = time.perf_counter()
             job = _core.spawn(*args)
@@ -90,25 +79,14 @@ def one(mode: str, n: int) -> dict[str, float]:
             lat.append(time.perf_counter() - t)
             assert info is not None and info.si_status == 0
     elif mode == "loop-minimal":
-        from rsubprocess import _core
-
-        args = captured_spawn_args()
+        spawn_args = bench.bare_spawn_args()
 
         async def minimal() -> None:
             loop = asyncio.get_running_loop()
             for _ in range(n + 1):
                 t = time.perf_counter()
-                job = _core.spawn(*args)
-                await job.wait_exec(loop)
-                fd = job.take_pidfd()
-                fut = loop.create_future()
-                loop.add_reader(fd, fut.set_result, None)
-                await fut
-                loop.remove_reader(fd)
-                info = os.waitid(os.P_PIDFD, fd, os.WEXITED)
-                os.close(fd)
+                await bench.bare_spawn_wait(loop, spawn_args)
                 lat.append(time.perf_counter() - t)
-                assert info is not None and info.si_status == 0
 
         asyncio.run(minimal())
     else:

@@ -106,6 +106,34 @@ pub fn reap_blocking(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<i32> {
     }
 }
 
+/// waitid(2) by raw syscall (glibc's wrapper has no rusage argument and no P_PIDFD before
+/// 2.36), once: EINTR is the caller's to retry.
+fn raw_waitid(
+    idtype: libc::c_long,
+    id: libc::c_long,
+    info: &mut libc::siginfo_t,
+    options: libc::c_int,
+    ru: &mut libc::rusage,
+) -> io::Result<()> {
+    // SAFETY: raw waitid with pointers to two structs the caller owns, valid for the call;
+    // the fifth argument (rusage) is Linux-specific and filled in by the kernel.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_waitid,
+            idtype,
+            id,
+            info as *mut libc::siginfo_t,
+            options,
+            ru as *mut libc::rusage,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Non-blocking reap. `Ok(None)`: still running. Uses the pidfd when given (never touches a
 /// recycled pid), else the pid.
 pub fn reap_nohang(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<Option<(i32, Usage)>> {
@@ -118,24 +146,16 @@ pub fn reap_nohang(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<Option<(i32,
     // SAFETY: as above.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
-        // SAFETY: raw waitid with pointers to our two stack structs, valid for the call; the
-        // fifth argument (rusage) is Linux-specific and filled in by the kernel.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_waitid,
-                idtype,
-                id,
-                &mut info as *mut libc::siginfo_t,
-                libc::WEXITED | libc::WNOHANG,
-                &mut ru as *mut libc::rusage,
-            )
-        };
-        if r == 0 {
-            break;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match raw_waitid(
+            idtype,
+            id,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+            &mut ru,
+        ) {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     // SAFETY: reading the union fields of a siginfo that waitid filled for SIGCHLD.
@@ -157,30 +177,27 @@ pub fn reap_nohang(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<Option<(i32,
 /// to another child of ours in the microseconds before this thread looked again; the loop
 /// thread verifies the pid's identity before it reaps or signals (see `process`).
 pub fn wait_exit_noreap(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<()> {
-    // SAFETY: siginfo_t is plain data; zero is valid.
+    // SAFETY: siginfo_t and rusage are plain C structs for which all-zero is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     let mut by_pidfd = pidfd.is_some();
     loop {
         let (idtype, id) = match pidfd {
             Some(fd) if by_pidfd => (P_PIDFD, fd.as_raw_fd() as libc::c_long),
             _ => (libc::P_PID as libc::c_long, pid as libc::c_long),
         };
-        // SAFETY: raw waitid with a pointer to our stack struct, valid for the call, and a
-        // null rusage pointer, which the kernel accepts.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_waitid,
-                idtype,
-                id,
-                &mut info as *mut libc::siginfo_t,
-                libc::WEXITED | libc::WNOWAIT,
-                std::ptr::null_mut::<libc::rusage>(),
-            )
+        // The rusage is not wanted here, but the kernel fills it in either way.
+        let err = match raw_waitid(
+            idtype,
+            id,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+            &mut ru,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
         };
-        if r == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
         match err.raw_os_error() {
             Some(libc::EINTR) => {}
             // P_PIDFD is Linux 5.4+; a pidfd from clone(CLONE_PIDFD) exists since 5.2.
