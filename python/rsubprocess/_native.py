@@ -324,11 +324,12 @@ def _plain(args: Any, shell: bool, fds: tuple[Any, Any, Any]) -> Optional[tuple[
 
     The common call: no keyword at all, every argument an exact ``str`` or ``bytes`` that
     encodes without error and holds no NUL, stdin/stdout/stderr each a pipe end or inherited.
-    Then no step of Popen's can fail before the exec (the checks CPython makes in C accept
-    every such value, which the bad-input corpus in tests/reliability confirms against
-    asyncio), so they are not run again: what is left of ``start_native`` is the audit event,
-    the encoding and the PATH search, in Popen's order. Anything else returns None before any
-    side effect, and ``start_native`` takes it step for step, raising what Popen raises.
+    Then no step of Popen's can fail before the exec: the checks CPython makes in C accept
+    every such value (tests/test_process.py's plain calls, failing ones included, run against
+    asyncio too), so they are not run again. What is left of ``start_native`` is the audit
+    event, the encoding and the PATH search, in Popen's order. Anything else returns None
+    before any side effect, and ``start_native`` takes it step for step, raising what Popen
+    raises.
     """
     if shell:
         if type(args) is not str and type(args) is not bytes:
