@@ -18,6 +18,7 @@ import os
 import pathlib
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -219,6 +220,35 @@ def test_plain_arguments_that_fail(impl, run, loop_kind, argv, exc):
             assert children() == before
             proc = await impl.create_subprocess_exec(TRUE)
             assert await proc.wait() == 0
+
+    run(main)
+
+
+@pytest.mark.parametrize("where", ["below-limit", "beyond-limit"])
+@pytest.mark.parametrize("shell", [False, True], ids=["exec", "shell"])
+def test_plain_call_with_a_closed_fd(impl, run, loop_kind, where, shell):
+    """stdin a number that is no open fd, and no keyword: EBADF. Where CPython takes
+    posix_spawn (3.13+ with closefrom), glibc refuses an fd at or above the open-files limit
+    in the parent (no filename) and the child's dup2 fails on one below it (the program's
+    name); the fork path fails in the child either way, with no filename."""
+    limit = os.sysconf("SC_OPEN_MAX")
+    fd = limit - 1 if where == "below-limit" else limit + 10
+    assert fd not in open_fds()
+    program = "/bin/sh" if shell else TRUE  # Popen's shell, not the one on PATH
+    posix_spawn = PY >= (3, 13) and getattr(subprocess, "_HAVE_POSIX_SPAWN_CLOSEFROM", False)
+    filename = program if posix_spawn and where == "below-limit" else None
+
+    async def main():
+        for _ in range(2):  # the first native spawn and the later ones take different paths
+            with pytest.raises(OSError) as info:
+                if shell:
+                    await impl.create_subprocess_shell("exit 0", stdin=fd)
+                else:
+                    await impl.create_subprocess_exec(TRUE, stdin=fd)
+            if behaviour(impl, loop_kind) == "uvloop":
+                continue  # uvloop: its own spawn's errors, not Popen's
+            assert info.value.errno == errno.EBADF
+            assert info.value.filename == filename
 
     run(main)
 

@@ -325,11 +325,12 @@ def _plain(args: Any, shell: bool, fds: tuple[Any, Any, Any]) -> Optional[tuple[
     The common call: no keyword at all, every argument an exact ``str`` or ``bytes`` that
     encodes without error and holds no NUL, stdin/stdout/stderr each a pipe end or inherited.
     Then no step of Popen's can fail before the exec: the checks CPython makes in C accept
-    every such value (tests/test_process.py's plain calls, failing ones included, run against
-    asyncio too), so they are not run again. What is left of ``start_native`` is the audit
-    event, the encoding and the PATH search, in Popen's order. Anything else returns None
-    before any side effect, and ``start_native`` takes it step for step, raising what Popen
-    raises.
+    every such value but one (below), so they are not run again. The bad-input corpus takes
+    this path whenever it draws no keyword and a pipe or an int for stdin, and
+    tests/test_process.py makes plain calls, failing ones included; both run on asyncio too.
+    What is left of ``start_native`` is the audit event, the encoding and the PATH search, in
+    Popen's order. Anything else returns None before any side effect, and ``start_native``
+    takes it step for step, raising what Popen raises.
     """
     if shell:
         if type(args) is not str and type(args) is not bytes:
@@ -353,8 +354,6 @@ def _plain(args: Any, shell: bool, fds: tuple[Any, Any, Any]) -> Optional[tuple[
         return None
     if len(argv) != len(args) or not argv or any(b"\0" in a for a in argv):
         return None
-    executable = args[0]
-    sys.audit("subprocess.Popen", executable, args, None, None)
     exe = argv[0]
     p2cread, c2pwrite, errwrite = child_fds
     posix_spawn = bool(
@@ -366,6 +365,12 @@ def _plain(args: Any, shell: bool, fds: tuple[Any, Any, Any]) -> Optional[tuple[
         and (c2pwrite == -1 or c2pwrite > 2)
         and (errwrite == -1 or errwrite > 2)
     )
+    # posix_spawn's one check plain values can fail: glibc's file actions refuse an fd at or
+    # above the open-files limit (EBADF, raised in the parent without a filename).
+    if posix_spawn and max(child_fds) >= os.sysconf("SC_OPEN_MAX"):
+        return None
+    executable = args[0]
+    sys.audit("subprocess.Popen", executable, args, None, None)
     if b"/" in exe:
         exec_list = [exe]
     else:
