@@ -256,19 +256,10 @@ def start_native(
         if executable is None:
             executable = args[0]
         sys.audit("subprocess.Popen", executable, args, cwd, env)
-        posix_spawn = bool(
-            subprocess._USE_POSIX_SPAWN
-            and os.path.dirname(executable)
-            and (not close_fds or (PY >= (3, 13) and _have_closefrom()))
-            and not pass_fds
-            and cwd is None
-            and (p2cread == -1 or p2cread > 2)
-            and (c2pwrite == -1 or c2pwrite > 2)
-            and (errwrite == -1 or errwrite > 2)
-            and not start_new_session
-            and (PY < (3, 11) or process_group == -1)
-            and umask < 0
-        )
+        posix_spawn = _uses_posix_spawn(
+            executable, close_fds, pass_fds, cwd, child_fds, start_new_session, process_group,
+            umask,
+        )  # fmt: skip
         orig_executable = executable
         if posix_spawn:
             envp, exec_list = _posix_spawn_args(
@@ -354,33 +345,21 @@ def _plain(args: Any, shell: bool, fds: tuple[Any, Any, Any]) -> Optional[tuple[
         return None
     if len(argv) != len(args) or not argv or any(b"\0" in a for a in argv):
         return None
-    exe = argv[0]
-    p2cread, c2pwrite, errwrite = child_fds
-    posix_spawn = bool(
-        subprocess._USE_POSIX_SPAWN
-        and b"/" in exe
-        and PY >= (3, 13)
-        and _have_closefrom()
-        and (p2cread == -1 or p2cread > 2)
-        and (c2pwrite == -1 or c2pwrite > 2)
-        and (errwrite == -1 or errwrite > 2)
-    )
+    executable = args[0]
+    fds3 = (child_fds[0], child_fds[1], child_fds[2])
+    # Popen's defaults: close_fds=True, no pass_fds, cwd, session, process group or umask.
+    posix_spawn = _uses_posix_spawn(executable, True, (), None, fds3, False, -1, -1)
     # posix_spawn's one check plain values can fail: glibc's file actions refuse an fd at or
     # above the open-files limit (EBADF, raised in the parent without a filename).
     if posix_spawn and max(child_fds) >= os.sysconf("SC_OPEN_MAX"):
         return None
-    executable = args[0]
     sys.audit("subprocess.Popen", executable, args, None, None)
-    if b"/" in exe:
-        exec_list = [exe]
-    else:
-        exec_list = [os.path.join(os.fsencode(d), exe) for d in os.get_exec_path(None)]
     return (
         argv,
-        exec_list,
+        list(_exec_list(argv[0], None)),
         None,
         None,
-        (p2cread, c2pwrite, errwrite),
+        fds3,
         True,
         [],
         True,
@@ -394,6 +373,42 @@ def _plain(args: Any, shell: bool, fds: tuple[Any, Any, Any]) -> Optional[tuple[
 
 
 _PLAIN = (str, bytes)
+
+
+def _uses_posix_spawn(
+    executable: Any,
+    close_fds: Any,
+    pass_fds: Any,
+    cwd: Any,
+    fds: tuple[int, int, int],
+    start_new_session: Any,
+    process_group: int,
+    umask: Any,
+) -> bool:
+    """Popen._execute_child's choice of posix_spawn over fork_exec, for the keywords this
+    path takes (it decides which filename a failure before exec carries)."""
+    p2cread, c2pwrite, errwrite = fds
+    return bool(
+        subprocess._USE_POSIX_SPAWN
+        and os.path.dirname(executable)
+        and (not close_fds or (PY >= (3, 13) and _have_closefrom()))
+        and not pass_fds
+        and cwd is None
+        and (p2cread == -1 or p2cread > 2)
+        and (c2pwrite == -1 or c2pwrite > 2)
+        and (errwrite == -1 or errwrite > 2)
+        and not start_new_session
+        and (PY < (3, 11) or process_group == -1)
+        and umask < 0
+    )
+
+
+def _exec_list(executable: bytes, env: Any) -> tuple[bytes, ...]:
+    """The paths fork_exec tries: the program itself if it names a directory, else each
+    directory of PATH (``env``'s, or ours when None) in turn."""
+    if os.path.dirname(executable):
+        return (executable,)
+    return tuple(os.path.join(os.fsencode(d), executable) for d in os.get_exec_path(env))
 
 
 def _have_closefrom() -> bool:
@@ -456,13 +471,7 @@ def _fork_exec_args(
             env_list.append(k + b"=" + os.fsencode(v))  # type: ignore[union-attr]
     else:
         env_list = None
-    executable = os.fsencode(executable)
-    if os.path.dirname(executable):
-        executable_list: tuple[bytes, ...] = (executable,)
-    else:
-        executable_list = tuple(
-            os.path.join(os.fsencode(d), executable) for d in os.get_exec_path(env)
-        )
+    executable_list = _exec_list(os.fsencode(executable), env)
     fds_to_keep = set(pass_fds)
     fds_to_keep.add(_ERRPIPE)
     _fork_exec_check(

@@ -11,7 +11,8 @@
 //! - `proc`: processes: pidfds, `kill`, reaping (`reap_nohang`, `reap_blocking`,
 //!   `wait_exit_noreap`) and the `Usage` it reports, `returncode_from_siginfo`, `strerror`
 //! - `child`: spawning: `clone_vm` on a pooled `ChildStack`, signal masks, `environ_snapshot`,
-//!   `max_fd`, `CStrArray` (argv/envp), `child_trampoline`, and `raw`, the async-signal-safe calls the child makes
+//!   `max_fd`, `CStrArray` (argv/envp), `child_trampoline`, and `raw`, the async-signal-safe
+//!   calls the child makes
 //! - `bytes`: `bytes` objects filled in place: `bytes_filled`, `BytesBuilder`
 //! - `pyapi`: the CPython C-API beyond PyO3: the `am_send` slot
 
