@@ -428,7 +428,10 @@ def test_file_object_stdio(impl, run, tmp_path):
 # --- communicate() --------------------------------------------------------------------------
 
 
-SIZES = [0, 1, 65535, 65536, 65537, 2 * 65536 - 1, 2 * 65536 + 1, 1 << 20, 16 << 20]
+# Each side of the first bulk buffer (64 KiB), of the window faulted in ahead of a bulk read
+# (a quarter of L2: 256 KiB where L2 is 1 MiB) and of the 1 MiB pipe.
+SIZES = [0, 1, 65535, 65536, 65537, 2 * 65536 - 1, 2 * 65536 + 1]
+SIZES += [(1 << 18) - 1, 1 << 18, (1 << 18) + 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 16 << 20]
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -28,6 +28,25 @@ const MAX_PER_CALLBACK: usize = 4 * 1024 * 1024;
 /// Pipe buffer asked for during bulk reads (the default unprivileged maximum).
 const BULK_PIPE_SIZE: i32 = 1 << 20;
 const BULK_INITIAL: usize = 64 * 1024;
+/// Where the L2 cache's size cannot be read.
+const DEFAULT_L2: usize = 1 << 20;
+
+/// How far ahead of a bulk read's data to fault pages in (`sys::BytesBuilder`): no more than
+/// the pipe holds (one read never returns more), and a quarter of the L2 cache, so that the
+/// pages zeroed ahead are still cached when the copy reaches them. Measured on a 1 MiB-L2 EPYC,
+/// 256 MiB, 8 interleaved runs each (MiB/s, medians; none = no populating):
+/// `head` 980 none, 1606 / 1626 / 1634 at 128 / 256 / 512 KiB; `cat` 901 none,
+/// 942 / 1043 / 900, and 12 % below none at 1 MiB (= L2).
+fn populate_window(pipe_capacity: usize) -> usize {
+    static L2: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let l2 = *L2.get_or_init(|| {
+        std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index2/size")
+            .ok()
+            .and_then(|s| super::buffer::parse_cache_size(&s))
+            .unwrap_or(DEFAULT_L2)
+    });
+    pipe_capacity.min(l2 / 4)
+}
 
 #[pyclass(module = "rsubprocess._core", subclass, weakref)]
 pub struct StreamReader {
@@ -136,9 +155,10 @@ impl StreamReader {
             r.bulk += 1;
             if r.bulk == 1 && r.bulk_out.is_none() && !r.eof {
                 if let Some(fd) = &r.pipe {
-                    sys::grow_pipe(fd, BULK_PIPE_SIZE);
+                    let capacity = sys::grow_pipe(fd, BULK_PIPE_SIZE);
                     let mut out =
                         sys::BytesBuilder::with_capacity(py, r.buf.len().max(BULK_INITIAL))?;
+                    out.set_populate_window(populate_window(capacity));
                     out.extend(py, r.buf.as_slice())?;
                     r.buf.clear();
                     r.bulk_out = Some(out);
@@ -266,7 +286,9 @@ impl StreamReader {
             }
             if self.bulk > 0 {
                 // Still in bulk mode (e.g. two bulk readers): keep reading into a fresh one.
-                self.bulk_out = Some(sys::BytesBuilder::with_capacity(py, BULK_INITIAL)?);
+                let mut fresh = sys::BytesBuilder::with_capacity(py, BULK_INITIAL)?;
+                fresh.set_populate_window(out.populate_window());
+                self.bulk_out = Some(fresh);
             }
             return out.finish(py);
         }

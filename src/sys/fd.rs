@@ -86,10 +86,18 @@ pub fn dup_cloexec(fd: &OwnedFd) -> io::Result<OwnedFd> {
 }
 
 /// Grows a pipe's kernel buffer (best effort; unprivileged users are capped by
-/// /proc/sys/fs/pipe-max-size and pipe-user-pages-soft).
-pub fn grow_pipe(fd: &OwnedFd, size: i32) {
-    // SAFETY: F_SETPIPE_SZ with an integer argument on a descriptor we own.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+/// /proc/sys/fs/pipe-max-size and pipe-user-pages-soft) and returns its capacity now (0 if
+/// the descriptor is not a pipe).
+pub fn grow_pipe(fd: &OwnedFd, size: i32) -> usize {
+    // SAFETY: F_SETPIPE_SZ with an integer argument on a descriptor we own; it returns the
+    // capacity it set.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+    if r > 0 {
+        return r as usize;
+    }
+    // SAFETY: F_GETPIPE_SZ takes no argument and only reads the pipe's capacity.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    r.max(0) as usize
 }
 
 pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -117,4 +125,32 @@ pub fn read_blocking(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
             r => return r,
         }
     }
+}
+
+/// `madvise(MADV_POPULATE_WRITE)` over the whole pages inside `[start, end)` (addresses in one
+/// live allocation of ours): faults them in as a write would, without changing their contents.
+/// False where the kernel lacks it (before 5.14), which is then not tried again.
+pub fn populate_write(start: usize, end: usize) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    const PAGE: usize = 4096;
+    const MADV_POPULATE_WRITE: libc::c_int = 23;
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return false;
+    }
+    let a = (start + PAGE - 1) & !(PAGE - 1);
+    let b = end & !(PAGE - 1);
+    if b <= a {
+        return true;
+    }
+    // SAFETY: [a, b) is page-aligned and lies inside a writable allocation the caller owns;
+    // MADV_POPULATE_WRITE only pre-faults those pages, it never changes their contents.
+    let r = unsafe { libc::madvise(a as *mut libc::c_void, b - a, MADV_POPULATE_WRITE) };
+    if r != 0 {
+        if io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+        }
+        return false;
+    }
+    true
 }
