@@ -15,6 +15,12 @@ repetitions, and prints the p50 latency of each (median over repetitions):
   rsubprocess's spawn (no argument handling, no ``Process``, no streams).
 - ``rsubprocess``, ``asyncio``: ``create_subprocess_exec`` + ``wait()`` on asyncio's loop.
 
+Each mode also reports CPU per spawn (getrusage): the parent's, and the children's (``/bin/true``
+from clone to exit). On a machine where the child runs on the parent's CPU (this 2-vCPU VM:
+the limit's ``cpu_s`` equals its wall time), the latency is about their sum, so every
+microsecond of parent CPU -- before the clone, between exec and exit, or after -- is on the
+critical path; the ``sum`` column shows parent + child next to the p50.
+
 Usage: ``python benches/probes/spawn_floor.py [--reps 5] [--n 500]``
 """
 
@@ -55,8 +61,17 @@ def p50(xs: list[float]) -> float:
     return statistics.median(xs) * 1e6
 
 
+def cpu_now() -> tuple[float, float]:
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
 def one(mode: str, n: int) -> dict[str, float]:
     lat: list[float] = []
+    cpu0 = cpu_now()
     if mode == "py-posix_spawn":
         argv = ["/bin/true"]
         for _ in range(n + 1):
@@ -104,7 +119,13 @@ def one(mode: str, n: int) -> dict[str, float]:
                 assert rc == 0
 
         asyncio.run(main())
-    return {"p50_us": p50(lat[1:]), "rss": float(rss_bytes())}
+    cpu1 = cpu_now()
+    return {
+        "p50_us": p50(lat[1:]),
+        "rss": float(rss_bytes()),
+        "parent_us": (cpu1[0] - cpu0[0]) / (n + 1) * 1e6,
+        "child_us": (cpu1[1] - cpu0[1]) / (n + 1) * 1e6,
+    }
 
 
 def run(mode: str, n: int, rss: int) -> dict[str, float]:
@@ -113,7 +134,12 @@ def run(mode: str, n: int, rss: int) -> dict[str, float]:
         out = subprocess.run(
             [str(LIMIT_BIN), "spawn", str(n), str(heap)], check=True, capture_output=True
         ).stdout
-        return {"p50_us": json.loads(out)["metrics"]["p50_us"]}
+        m = json.loads(out)["metrics"]
+        return {
+            "p50_us": m["p50_us"],
+            "parent_us": m["cpu_self_s"] / n * 1e6,
+            "child_us": (m["cpu_s"] - m["cpu_self_s"]) / n * 1e6,
+        }
     out = subprocess.run(
         [sys.executable, __file__, "--one", mode, "--n", str(n)], check=True, capture_output=True
     ).stdout
@@ -133,17 +159,26 @@ def main() -> None:
         sys.exit(f"build the limit first (make bench builds it): {LIMIT_BIN}")
     rss = int(run("py-posix_spawn", 50, 0)["rss"])
     res: dict[str, list[float]] = {m: [] for m in MODES}
+    cpu: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
     for rep in range(a.reps):
         order = MODES[rep % len(MODES) :] + MODES[: rep % len(MODES)]
         for mode in order:
-            res[mode].append(run(mode, a.n, rss)["p50_us"])
+            r = run(mode, a.n, rss)
+            res[mode].append(r["p50_us"])
+            cpu[mode].append((r["parent_us"], r["child_us"]))
     py = sys.version.split()[0]
     print(f"CPython {py}, {a.reps} reps x {a.n} spawns; Python RSS {rss >> 20} MiB")
+    print("  CPU per spawn in us (medians): parent, children, their sum")
     base = statistics.median(res["limit"])
     for mode in MODES:
         med = statistics.median(res[mode])
         spread = f"{min(res[mode]):.0f}-{max(res[mode]):.0f}"
-        print(f"  {mode:15s} p50 {med:6.0f} us ({spread})  limit/this {base / med:.2f}")
+        par = statistics.median(c[0] for c in cpu[mode])
+        kid = statistics.median(c[1] for c in cpu[mode])
+        print(
+            f"  {mode:15s} p50 {med:6.0f} us ({spread})  limit/this {base / med:.2f}"
+            f"  cpu {par:4.0f} + {kid:4.0f} = {par + kid:4.0f}"
+        )
 
 
 if __name__ == "__main__":
