@@ -1124,6 +1124,65 @@ def test_read_is_lazy(impl, run):
     run(main)
 
 
+@pytest.mark.parametrize("call", ["readline", "anext", "read", "readexactly", "wait"])
+def test_coroutine_dropped_mid_wait_is_closed(impl, run, call):
+    """A coroutine suspended on a wait and then dropped is closed, as the interpreter closes an
+    ``async def`` it frees: its waiter goes away, so the next read does not find the stream
+    "already waiting", and no data is lost (rsubprocess reuses per-line coroutines; a
+    suspended one must never be kept alive by that)."""
+
+    async def main():
+        proc = await impl.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import time; time.sleep(0.2); print('one'); print('two')",
+            stdout=impl.PIPE,
+        )
+        coro = {
+            "readline": lambda: proc.stdout.readline(),
+            "anext": lambda: proc.stdout.__anext__(),
+            "read": lambda: proc.stdout.read(),
+            "readexactly": lambda: proc.stdout.readexactly(4),
+            "wait": lambda: proc.wait(),
+        }[call]()
+        fut = coro.send(None)  # suspended: nothing is buffered yet
+        assert fut is not None
+        del coro, fut
+        gc.collect()
+        assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"one\n"
+        assert await proc.stdout.readline() == b"two\n"
+        assert await proc.wait() == 0
+
+    run(main)
+
+
+def test_per_line_coroutines_are_distinct(impl, run):
+    # Two readline() coroutines taken before either runs are two objects, and each await
+    # takes the next line in the order they are awaited; an awaited one cannot be awaited again
+    # (and is not handed out again while we hold it).
+    async def main():
+        proc = await impl.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "print('a'); print('b'); print('c'); print('d')",
+            stdout=impl.PIPE,
+        )
+        first, second = proc.stdout.readline(), proc.stdout.readline()
+        assert first is not second
+        assert await second == b"a\n"
+        assert await first == b"b\n"
+        with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+            await first
+        third = proc.stdout.readline()
+        assert third is not first and third is not second
+        assert await third == b"c\n"
+        rest = [line async for line in proc.stdout]
+        assert rest == [b"d\n"]
+        assert await proc.wait() == 0
+
+    run(main)
+
+
 # --- stdin (StreamWriter) ---------------------------------------------------------------------
 
 

@@ -55,6 +55,33 @@ impl Coro {
         }
     }
 
+    /// A coroutine for `op`: the one in `slot` when nothing but the slot holds it any more
+    /// (the last one was awaited and dropped), else a new one, kept in the slot for next time.
+    ///
+    /// For the per-line calls (`readline()`, `async for`): a fresh object per line costs an
+    /// allocation, GC tracking and the collections that many allocations trigger. Nobody can
+    /// tell the difference: an object whose only reference is ours cannot be observed.
+    pub fn recycled(
+        py: Python<'_>,
+        slot: &mut Option<Py<Coro>>,
+        op: impl Op + 'static,
+    ) -> PyResult<Py<Coro>> {
+        if let Some(c) = slot.as_ref() {
+            let b = c.bind(py);
+            if crate::sys::refcount(b.as_any()) == 1 {
+                if let Ok(mut coro) = b.try_borrow_mut() {
+                    coro.finish(py);
+                    coro.op = Some(Box::new(op));
+                    coro.started = false;
+                    return Ok(c.clone_ref(py));
+                }
+            }
+        }
+        let c = Py::new(py, Coro::new(op))?;
+        *slot = Some(c.clone_ref(py));
+        Ok(c)
+    }
+
     fn finish(&mut self, py: Python<'_>) {
         if let Some(mut op) = self.op.take() {
             if self.waiting.take().is_some() || self.started {
@@ -62,6 +89,16 @@ impl Coro {
             }
         }
         self.waiting = None;
+    }
+}
+
+impl Drop for Coro {
+    /// Dropped while suspended: close it, as the interpreter closes an `async def` it frees
+    /// (its `finally` blocks run), so the op's waiter is unregistered.
+    fn drop(&mut self) {
+        if self.op.is_some() && (self.started || self.waiting.is_some()) {
+            Python::attach(|py| self.finish(py));
+        }
     }
 }
 

@@ -66,6 +66,8 @@ pub struct StreamReader {
     pipe_fd: i32,
     polling: bool,
     transport: Option<Py<PyAny>>,
+    /// The coroutine `readline()`/`__anext__` hand out, reused once dropped (`Coro::recycled`).
+    spare: Option<Py<Coro>>,
 }
 
 impl StreamReader {
@@ -84,6 +86,7 @@ impl StreamReader {
             pipe_fd: -1,
             polling: false,
             transport: None,
+            spare: None,
         }
     }
 
@@ -139,6 +142,15 @@ impl StreamReader {
         let r = self.stop_polling(py);
         self.pipe = None;
         r
+    }
+
+    /// `op`'s coroutine, reusing the last one if it is free (`Coro::recycled`). The slot is
+    /// taken out first: finishing an abandoned coroutine may call back into this reader.
+    fn per_line_coro(slf: &Bound<'_, Self>, op: ReadUntilOp) -> PyResult<Py<Coro>> {
+        let mut slot = slf.borrow_mut().spare.take();
+        let coro = Coro::recycled(slf.py(), &mut slot, op);
+        slf.borrow_mut().spare = slot;
+        coro
     }
 
     /// Bytes buffered and not yet consumed, wherever they are held.
@@ -251,6 +263,7 @@ impl StreamReader {
         fut: &Py<PyAny>,
         func: &str,
     ) -> PyResult<()> {
+        let spare;
         {
             let mut r = slf.borrow_mut();
             match &r.waiter {
@@ -258,7 +271,14 @@ impl StreamReader {
                 _ => {}
             }
             r.waiter = Some(fut.clone_ref(slf.py()));
+            // A coroutine that waits must be owned by its awaiter alone, so that dropping it
+            // mid-wait closes it (and unregisters this waiter), as with an `async def`. The
+            // spare (possibly the one suspending now) is only held while idle or finished.
+            spare = r.spare.take();
         }
+        // Not dropped under our borrow: its refcount cannot reach 0 here (its caller holds
+        // it, or it is idle and has nothing to undo), but keep re-entrancy impossible anyway.
+        drop(spare);
         // Waiting while paused would deadlock (readexactly(n) with n > limit).
         StreamReader::resume(slf)
     }
@@ -517,8 +537,8 @@ impl StreamReader {
         })
     }
 
-    fn readline(slf: &Bound<'_, Self>) -> Coro {
-        Coro::new(ReadUntilOp::readline(slf.clone().unbind(), false))
+    fn readline(slf: &Bound<'_, Self>) -> PyResult<Py<Coro>> {
+        Self::per_line_coro(slf, ReadUntilOp::readline(slf.clone().unbind(), false))
     }
 
     #[pyo3(signature = (separator = Arg::Default))]
@@ -564,8 +584,8 @@ impl StreamReader {
         })
     }
 
-    fn __anext__(slf: &Bound<'_, Self>) -> Coro {
-        Coro::new(ReadUntilOp::readline(slf.clone().unbind(), true))
+    fn __anext__(slf: &Bound<'_, Self>) -> PyResult<Py<Coro>> {
+        Self::per_line_coro(slf, ReadUntilOp::readline(slf.clone().unbind(), true))
     }
 
     /// A copy of the unread bytes (CPython's tests inspect `stream._buffer`).
@@ -648,6 +668,9 @@ impl StreamReader {
             .flatten()
         {
             visit.call(o)?;
+        }
+        if let Some(c) = &self.spare {
+            visit.call(c)?;
         }
         visit.call(&self.loop_)
     }

@@ -14,7 +14,7 @@
 //!   `max_fd`, `CStrArray` (argv/envp), `child_trampoline`, and `raw`, the async-signal-safe
 //!   calls the child makes
 //! - `bytes`: `bytes` objects filled in place: `bytes_filled`, `BytesBuilder`
-//! - `pyapi`: the CPython C-API beyond PyO3: the `am_send` slot
+//! - `pyapi`: the CPython C-API beyond PyO3: the `am_send` slot, `refcount`
 
 mod bytes;
 mod child;
@@ -35,4 +35,4 @@ pub use proc::{
     kill, pidfd_open, pidfd_send_signal, reap_blocking, reap_nohang, returncode_from_siginfo,
     strerror, wait_exit_noreap, Usage,
 };
-pub use pyapi::{install_am_send, SendSlot};
+pub use pyapi::{install_am_send, refcount, SendSlot};

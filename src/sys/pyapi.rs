@@ -1,12 +1,20 @@
 //! The CPython C-API reached outside what PyO3 offers: the `am_send` slot (3.10+), which the
 //! limited API lets a type read but gives no way to fill in after PyO3 has built the type, and
-//! an `am_await` that returns the object itself without a trip through PyO3's trampoline.
+//! an `am_await` that returns the object itself without a trip through PyO3's trampoline;
+//! and an object's reference count.
 
 use std::ffi::{c_int, c_void};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
+
+/// `obj`'s reference count: 1 means the caller's reference is the only one, so the object can
+/// be reused without anyone seeing it change.
+pub fn refcount(obj: &Bound<'_, PyAny>) -> isize {
+    // SAFETY: `obj` is a live object (we hold a reference); this only reads its refcount.
+    unsafe { ffi::Py_REFCNT(obj.as_ptr()) }
+}
 
 /// A type whose instances answer `am_send`: `Ok((true, v))` finishes with `v`, `Ok((false, v))`
 /// suspends yielding `v`, `Err` raises.
