@@ -4,6 +4,7 @@ rsubprocess only, on the default loop and uvloop."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
 import resource
@@ -384,6 +385,23 @@ def test_lines_max_line_raises_without_losing_yielded_data(run):
         # Nothing was consumed: the long line is still there for an unlimited reader.
         rest = [line async for line in p.stdout.lines()]
         assert rest == [b"x" * 1000 + b"\n", b"tail\n"]
+        await p.wait()
+
+    run(main)
+
+
+def test_lines_coroutine_dropped_mid_wait_is_closed(run):
+    # As test_process.test_coroutine_dropped_mid_wait_is_closed, for lines()' coroutines
+    # (recycled like readline()'s).
+    async def main():
+        p = await rsubprocess.create_subprocess_exec(
+            sys.executable, "-c", "import time; time.sleep(0.2); print('one')", stdout=PIPE
+        )
+        coro = p.stdout.lines().__anext__()
+        assert coro.send(None) is not None
+        del coro
+        gc.collect()
+        assert [line async for line in p.stdout.lines()] == [b"one\n"]
         await p.wait()
 
     run(main)

@@ -690,8 +690,9 @@ impl LineIter {
     }
 
     /// Cancel safety: nothing is consumed until a line is returned.
-    fn __anext__(&self, py: Python<'_>) -> Coro {
-        Coro::new(ReadUntilOp::lines(self.r.clone_ref(py), self.max_line))
+    fn __anext__(&self, py: Python<'_>) -> PyResult<Py<Coro>> {
+        let op = ReadUntilOp::lines(self.r.clone_ref(py), self.max_line);
+        StreamReader::per_line_coro(self.r.bind(py), op)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
