@@ -72,11 +72,7 @@ fn status_kib(field: &str) -> f64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     for line in s.lines() {
         if let Some(rest) = line.strip_prefix(field) {
-            let v = rest
-                .trim_start_matches(':')
-                .split_whitespace()
-                .next()
-                .unwrap_or("0");
+            let v = rest.trim_start_matches(':').split_whitespace().next().unwrap_or("0");
             return v.parse().unwrap_or(0.0);
         }
     }
@@ -117,10 +113,7 @@ struct Child {
 
 fn pipe() -> (libc::c_int, libc::c_int) {
     let mut fds = [0; 2];
-    cvt(
-        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
-        "pipe2",
-    );
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, "pipe2");
     (fds[0], fds[1])
 }
 
@@ -138,12 +131,7 @@ fn spawn(argv: &[&str], stdin: bool, stdout: bool, stderr: bool, pipe_sz: libc::
     ptrs.push(ptr::null_mut());
     let mut fa: libc::posix_spawn_file_actions_t = unsafe { std::mem::zeroed() };
     unsafe { libc::posix_spawn_file_actions_init(&mut fa) };
-    let mut child = Child {
-        pid: 0,
-        stdin: -1,
-        stdout: -1,
-        stderr: -1,
-    };
+    let mut child = Child { pid: 0, stdin: -1, stdout: -1, stderr: -1 };
     let mut child_ends = Vec::new();
     for (want, target) in [(stdin, 0), (stdout, 1), (stderr, 2)] {
         if !want {
@@ -161,24 +149,14 @@ fn spawn(argv: &[&str], stdin: bool, stdout: bool, stderr: bool, pipe_sz: libc::
         }
     }
     let rc = unsafe {
-        libc::posix_spawnp(
-            &mut child.pid,
-            ptrs[0],
-            &fa,
-            ptr::null(),
-            ptrs.as_ptr(),
-            environ,
-        )
+        libc::posix_spawnp(&mut child.pid, ptrs[0], &fa, ptr::null(), ptrs.as_ptr(), environ)
     };
     unsafe { libc::posix_spawn_file_actions_destroy(&mut fa) };
     for fd in child_ends {
         unsafe { libc::close(fd) };
     }
     if rc != 0 {
-        die(&format!(
-            "posix_spawnp {argv:?}: {}",
-            std::io::Error::from_raw_os_error(rc)
-        ));
+        die(&format!("posix_spawnp {argv:?}: {}", std::io::Error::from_raw_os_error(rc)));
     }
     child
 }
@@ -219,10 +197,7 @@ fn pin_to(cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        cvt(
-            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
-            "sched_setaffinity",
-        );
+        cvt(libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set), "sched_setaffinity");
     }
 }
 
@@ -254,13 +229,7 @@ fn populate_ahead(buf: &mut Vec<u8>) {
     let end = (base + buf.capacity().min(buf.len() + window)) & !4095;
     if end > start {
         // Pages we have already faulted are skipped by the kernel almost for free.
-        unsafe {
-            libc::madvise(
-                start as *mut _,
-                end - start,
-                23, /* MADV_POPULATE_WRITE */
-            )
-        };
+        unsafe { libc::madvise(start as *mut _, end - start, 23 /* MADV_POPULATE_WRITE */) };
     }
 }
 
@@ -302,19 +271,11 @@ fn pump(child: &mut Child, input: &[u8]) -> (Vec<u8>, Vec<u8>) {
     loop {
         let mut pfds = Vec::with_capacity(3);
         if child.stdin >= 0 {
-            pfds.push(libc::pollfd {
-                fd: child.stdin,
-                events: libc::POLLOUT,
-                revents: 0,
-            });
+            pfds.push(libc::pollfd { fd: child.stdin, events: libc::POLLOUT, revents: 0 });
         }
         for fd in [child.stdout, child.stderr] {
             if fd >= 0 {
-                pfds.push(libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
+                pfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
             }
         }
         if pfds.is_empty() {
@@ -401,9 +362,7 @@ fn spawn_concurrent(n: usize) -> Metrics {
     check(wait(warm.pid) == 0, || "warm-up /bin/true failed".into());
     let cpu = Cpu::start();
     let t = Instant::now();
-    let pids: Vec<_> = (0..n)
-        .map(|_| spawn(&["/bin/true"], false, false, false, 0).pid)
-        .collect();
+    let pids: Vec<_> = (0..n).map(|_| spawn(&["/bin/true"], false, false, false, 0).pid).collect();
     for pid in pids {
         let rc = wait(pid);
         check(rc == 0, || format!("/bin/true exited {rc}"));
@@ -418,9 +377,7 @@ fn spawn_concurrent(n: usize) -> Metrics {
 
 fn pattern(size: usize) -> Vec<u8> {
     // The same non-repeating-at-power-of-two pattern as bench.py's pattern().
-    let block: Vec<u8> = (0..65537u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let block: Vec<u8> = (0..65537u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     block.iter().copied().cycle().take(size).collect()
 }
 
@@ -440,9 +397,7 @@ fn cat(size: usize, pipe_sz: libc::c_int) -> Metrics {
     Cpu::metrics(cpu, &mut m);
     let growth = rss_growth_mib(base);
     check(rc == 0, || format!("cat exited {rc}"));
-    check(out == input, || {
-        format!("cat: {} bytes back, expected {size} identical", out.len())
-    });
+    check(out == input, || format!("cat: {} bytes back, expected {size} identical", out.len()));
     m.push(("mib_s", size as f64 / (1 << 20) as f64 / wall));
     m.push(("rss_mib", growth));
     m.push(("rss_x_out", growth * (1 << 20) as f64 / size as f64));
@@ -458,13 +413,7 @@ fn read_zero(size: usize, keep: bool, pipe_sz: libc::c_int) -> Metrics {
     let cpu = Cpu::start();
     let t = Instant::now();
     let sz = size.to_string();
-    let mut c = spawn(
-        &["head", "-c", &sz, "/dev/zero"],
-        false,
-        true,
-        false,
-        pipe_sz,
-    );
+    let mut c = spawn(&["head", "-c", &sz, "/dev/zero"], false, true, false, pipe_sz);
     let (total, kept) = if keep {
         let (out, _) = pump(&mut c, &[]);
         (out.len(), out)
@@ -494,9 +443,7 @@ fn read_zero(size: usize, keep: bool, pipe_sz: libc::c_int) -> Metrics {
     let growth = rss_growth_mib(base);
     check(rc == 0, || format!("head exited {rc}"));
     let zeros = kept.iter().all(|&b| b == 0);
-    check(total == size && zeros, || {
-        format!("head: {total} bytes, expected {size} zeros")
-    });
+    check(total == size && zeros, || format!("head: {total} bytes, expected {size} zeros"));
     m.push(("mib_s", size as f64 / (1 << 20) as f64 / wall));
     if keep {
         m.push(("rss_mib", growth));
@@ -595,9 +542,7 @@ fn pingpong(n: usize, pin: Option<usize>) -> Metrics {
             check(r > 0, || format!("read returned {r} at round trip {i}"));
             got += r as usize;
         }
-        check(&buf[..got] == msg.as_bytes(), || {
-            format!("round trip {i}: wrong echo")
-        });
+        check(&buf[..got] == msg.as_bytes(), || format!("round trip {i}: wrong echo"));
     }
     close(&mut c.stdin);
     let mut rest = [0u8; 16];
@@ -631,20 +576,11 @@ fn main() {
         "spawn" => spawn_seq(arg(&args, 1, "n"), arg(&args, 2, "heap bytes")),
         "concurrent" => spawn_concurrent(arg(&args, 1, "n")),
         "cat" => cat(arg(&args, 1, "size"), pipe_sz),
-        "read" => read_zero(
-            arg(&args, 1, "size"),
-            arg::<u8>(&args, 2, "keep") != 0,
-            pipe_sz,
-        ),
+        "read" => read_zero(arg(&args, 1, "size"), arg::<u8>(&args, 2, "keep") != 0, pipe_sz),
         "lines" => lines(arg(&args, 1, "n"), arg(&args, 2, "expected bytes"), pipe_sz),
         "interleave" => {
             let child: Vec<&str> = args[3..].iter().map(String::as_str).collect();
-            interleave(
-                arg(&args, 1, "chunks"),
-                arg(&args, 2, "chunk"),
-                &child,
-                pipe_sz,
-            )
+            interleave(arg(&args, 1, "chunks"), arg(&args, 2, "chunk"), &child, pipe_sz)
         }
         "pingpong" => {
             let pin: i64 = arg(&args, 2, "pin cpu or -1");
