@@ -410,13 +410,14 @@ class BusyMeter:
 
     The direct measure of what a2 is after (does spawning block the loop?), free of the
     heartbeat's timer rounding (see :func:`wake_control`). Each stretch also records the loop
-    thread's own CPU time and context switches (getrusage(RUSAGE_THREAD)), which tell apart
-    the three reasons a stretch is long: the loop's own work (CPU), a blocking call in it (a
-    voluntary switch: the thread slept, e.g. Popen waiting for the exec), or another task run
-    on the loop's CPU by the scheduler (an involuntary switch: on this 2-vCPU VM, usually the
-    child itself). Only where the loop polls through a Python selector (asyncio's default
-    loop, whoever spawns on it); uvloop polls inside libuv, so it has no such figure. It runs
-    in a pass of its own (the same spawning, with the heartbeat), not in the timed one.
+    thread's own CPU time (thread_time) and context switches (getrusage(RUSAGE_THREAD)),
+    which tell apart the three reasons a stretch is long: the loop's own work (CPU, which on a
+    VM includes time the host took the vCPU away), a blocking call in it (a voluntary switch:
+    the thread slept, e.g. Popen waiting for the exec), or another task run on the loop's CPU
+    by the scheduler (an involuntary switch: on this 2-vCPU VM, usually the child itself).
+    Only where the loop polls through a Python selector (asyncio's default loop, whoever
+    spawns on it); uvloop polls inside libuv, so it has no such figure. It runs in a pass of
+    its own (the same spawning, with the heartbeat), not in the timed one.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -1196,7 +1197,12 @@ def targets(grid: dict[str, dict[str, Cell]]) -> list[str]:
             ),
             unit=" stretches slept",
         )
-    row("b 200 concurrent", f"≥ 1.5{X} asyncio", r("b", "total_ms", "asyncio"), lambda v: v >= 1.5)
+    row(
+        "b concurrent spawn+wait",
+        f"≥ 1.5{X} asyncio",
+        r("b", "total_ms", "asyncio"),
+        lambda v: v >= 1.5,
+    )
     for key in ("c", "d1", "d2", "f"):
         row(f"{key} throughput", "≥ 0.8 of limit", r(key, "mib_s", LIMIT), lambda v: v >= 0.8)
     for key in ("e_for", "e_readline"):
