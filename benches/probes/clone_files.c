@@ -36,6 +36,10 @@ static int child(void *arg) {
     syscall(SYS_exit, 127);
     return 0;
 }
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
 static double now(void){struct timespec t; clock_gettime(CLOCK_MONOTONIC,&t); return t.tv_sec+t.tv_nsec*1e-9;}
 int main(int argc, char **argv) {
     int extra = atoi(argv[1]); mode = atoi(argv[2]); int n = 400;
@@ -49,7 +53,6 @@ int main(int argc, char **argv) {
         lat[i] = now() - t;
         if (!WIFEXITED(st) || WEXITSTATUS(st)) { fprintf(stderr, "bad status\n"); return 1; }
     }
-    int cmp(const void*a,const void*b){double x=*(double*)a,y=*(double*)b;return x<y?-1:x>y;}
     qsort(lat, n, sizeof *lat, cmp);
     struct rusage ru; getrusage(RUSAGE_CHILDREN, &ru);
     printf("extra %5d %-22s p50 %4.0f us  child cpu %4.0f us\n", extra, mode ? "CLONE_FILES+UNSHARE" : "own table+close_range",
