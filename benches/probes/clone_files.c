@@ -42,6 +42,10 @@ static int cmp(const void *a, const void *b) {
 }
 static double now(void){struct timespec t; clock_gettime(CLOCK_MONOTONIC,&t); return t.tv_sec+t.tv_nsec*1e-9;}
 int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: clone_files EXTRA_FDS MODE(0|1)\n");
+        return 2;
+    }
     int extra = atoi(argv[1]); mode = atoi(argv[2]); int n = 400;
     for (int i = 0; i < extra; i++) open("/dev/null", O_RDONLY | O_CLOEXEC);
     double lat[400];
