@@ -58,6 +58,9 @@ LIMIT_BIN = LIMIT_TARGET / "release" / "rsubprocess-bench-limit"
 KiB = 1 << 10
 MiB = 1 << 20
 IMPLS = ("asyncio", "uvloop", "rsubprocess", "rsubprocess+uvloop")
+# Not run by default: rsubprocess with its low-fd spawn slots turned off (every child copies
+# the parent's whole fd table, as before they existed), for `--impls ...,rsubprocess-copy`.
+EXTRA_IMPLS = ("rsubprocess-copy",)
 LIMIT = "limit"
 CHUNK_F = 64 * KiB  # (f): the child alternates chunks of this size
 SMOKE_SCALE = 1 / 64
@@ -795,15 +798,21 @@ def pin_process(cpu: int) -> None:
 
 
 def worker(key: str, impl: str, scale: float) -> int:
-    if key not in WORKLOADS or impl not in IMPLS:
+    if key not in WORKLOADS or impl not in IMPLS + EXTRA_IMPLS:
         sys.exit(
-            f"--worker WORKLOAD IMPL: one of {', '.join(WORKLOADS)}; one of {', '.join(IMPLS)}"
+            f"--worker WORKLOAD IMPL: one of {', '.join(WORKLOADS)}; "
+            f"one of {', '.join(IMPLS + EXTRA_IMPLS)}"
         )
     p = params(key, scale)
     if p.get("cpu", -1) >= 0:
         pin_process(p["cpu"])  # before any import that could start threads
     if impl.startswith("rsubprocess"):
         import rsubprocess as api
+
+        if impl == "rsubprocess-copy":
+            from rsubprocess import _core
+
+            _core._set_fd_relay(False)
     else:
         api = asyncio.subprocess
     if impl.endswith("uvloop"):
@@ -1301,8 +1310,8 @@ def drive(args: argparse.Namespace) -> int:
     impls = [i.strip() for i in args.impls.split(",")]
     notes: list[str] = []
     for impl in list(impls):
-        if impl not in IMPLS:
-            sys.exit(f"unknown implementation {impl!r}; known: {', '.join(IMPLS)}")
+        if impl not in IMPLS + EXTRA_IMPLS:
+            sys.exit(f"unknown implementation {impl!r}; known: {', '.join(IMPLS + EXTRA_IMPLS)}")
         for mod in ("uvloop",) * impl.endswith("uvloop") + (RS,) * impl.startswith(RS):
             if _version(mod).startswith("not importable"):
                 notes.append(f"{impl} skipped: {mod} {_version(mod)}")

@@ -35,6 +35,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<spawn::SpawnJob>()?;
     m.add_function(wrap_pyfunction!(spawn::spawn, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::native_spawn_available, m)?)?;
+    m.add_function(wrap_pyfunction!(spawn::_set_fd_relay, m)?)?;
+    m.add_function(wrap_pyfunction!(spawn::_fd_relay_slots, m)?)?;
+    spawn::relay::init();
     // asyncio.create_task()/ensure_future() accept registered Coroutine types.
     py.import("collections.abc")?
         .getattr("Coroutine")?

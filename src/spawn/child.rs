@@ -6,6 +6,7 @@
 
 use std::ffi::CString;
 
+use super::relay::Relay;
 use crate::sys::{raw, CStrArray};
 
 /// Where in the child a failure happened, which decides the `OSError`'s filename.
@@ -55,6 +56,8 @@ pub struct ChildSpec {
     pub parent_pid: i32,
     /// (resource, soft, hard), applied with prlimit before exec.
     pub rlimits: Vec<(i32, u64, u64)>,
+    /// Set: the child was cloned with CLONE_FILES and unshares all but the low fds first.
+    pub relay: Option<Relay>,
 }
 
 impl ChildSpec {
@@ -95,53 +98,104 @@ impl ChildSpec {
             pdeathsig: 0,
             parent_pid: std::process::id() as i32,
             rlimits: Vec::new(),
+            relay: None,
         }
     }
 }
 
-fn fail(spec: &ChildSpec, stage: Stage, errno: i32) -> ! {
+/// The fds as this child sees them: the spec's, or the relay's after the unshare.
+struct Fds<'a> {
+    stdin: i32,
+    stdout: i32,
+    stderr: i32,
+    errpipe_write: i32,
+    keep_fds: &'a [i32],
+}
+
+fn fail(errpipe_write: i32, stage: Stage, errno: i32) -> ! {
     let mut msg = [0u8; 5];
     msg[0] = stage as u8;
     msg[1..].copy_from_slice(&errno.to_le_bytes());
-    raw::write_all(spec.errpipe_write, &msg);
+    raw::write_all(errpipe_write, &msg);
     raw::exit(255)
 }
 
 macro_rules! check {
-    ($spec:expr, $e:expr) => {
+    ($f:expr, $e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(errno) => fail($spec, Stage::Setup, errno),
+            Err(errno) => fail($f.errpipe_write, Stage::Setup, errno),
         }
     };
 }
 
+/// A relayed child's first step: a table of its own holding only the fds below `lo` (the
+/// slots among them), then the pass_fds put back at their numbers. Until the unshare the
+/// table is the parent's: nothing here may open, close or dup anything before it.
+fn unshare(r: &Relay) {
+    if let Err(errno) = raw::unshare_below(r.lo) {
+        // Before Linux 5.9 (EINVAL/ENOSYS): a copy of the whole table, which the close_fds
+        // pass below empties as it always did.
+        if raw::unshare_files().is_err() {
+            // Still sharing the parent's table: report through it and touch nothing else.
+            fail(r.errpipe_write, Stage::Setup, errno);
+        }
+    }
+    // The parent may put its placeholders back now; the marker wakes its loop to do so.
+    r.mark_done();
+    raw::write_all(r.errpipe_write, &[super::relay::MARKER]);
+    for &(slot, target) in &r.moves {
+        if let Err(errno) = raw::dup2(slot, target) {
+            fail(r.errpipe_write, Stage::Setup, errno);
+        }
+    }
+}
+
 pub fn run(s: &ChildSpec) -> libc::c_int {
-    for &fd in &s.keep_fds {
-        if fd != s.errpipe_write {
-            check!(s, raw::set_inheritable(fd, true));
+    let f = match &s.relay {
+        Some(r) => {
+            unshare(r);
+            Fds {
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                errpipe_write: r.errpipe_write,
+                keep_fds: &r.keep_fds,
+            }
+        }
+        None => Fds {
+            stdin: s.stdin,
+            stdout: s.stdout,
+            stderr: s.stderr,
+            errpipe_write: s.errpipe_write,
+            keep_fds: &s.keep_fds,
+        },
+    };
+    for &fd in f.keep_fds {
+        if fd != f.errpipe_write {
+            check!(f, raw::set_inheritable(fd, true));
         }
     }
     // When a source fd is 0, 1 or 2 it could be overwritten by an earlier dup2 (bpo-12607).
-    let mut c2pwrite = s.stdout;
-    let mut errwrite = s.stderr;
+    let mut c2pwrite = f.stdout;
+    let mut errwrite = f.stderr;
     if c2pwrite == 0 {
-        c2pwrite = check!(s, raw::dup(c2pwrite));
+        c2pwrite = check!(f, raw::dup(c2pwrite));
     }
     while errwrite == 0 || errwrite == 1 {
-        errwrite = check!(s, raw::dup(errwrite));
+        errwrite = check!(f, raw::dup(errwrite));
     }
     // dup2() clears CLOEXEC; when it would be a no-op we must clear it ourselves (bpo-10806).
-    for (src, dst) in [(s.stdin, 0), (c2pwrite, 1), (errwrite, 2)] {
+    for (src, dst) in [(f.stdin, 0), (c2pwrite, 1), (errwrite, 2)] {
         if src == dst {
-            check!(s, raw::set_inheritable(src, true));
+            check!(f, raw::set_inheritable(src, true));
         } else if src != -1 {
-            check!(s, raw::dup2(src, dst));
+            check!(f, raw::dup2(src, dst));
         }
     }
     if let Some(cwd) = &s.cwd {
         if let Err(errno) = raw::chdir(cwd.as_ptr()) {
-            fail(s, Stage::Chdir, errno);
+            fail(f.errpipe_write, Stage::Chdir, errno);
         }
     }
     if s.umask >= 0 {
@@ -157,25 +211,25 @@ pub fn run(s: &ChildSpec) -> libc::c_int {
         raw::default_signal(libc::SIGPIPE, true);
         raw::default_signal(libc::SIGXFSZ, true);
     }
-    check!(s, raw::set_sigmask(&s.old_mask));
+    check!(f, raw::set_sigmask(&s.old_mask));
     if s.setsid {
-        check!(s, raw::setsid());
+        check!(f, raw::setsid());
     }
     if s.pgid >= 0 {
-        check!(s, raw::setpgid(s.pgid));
+        check!(f, raw::setpgid(s.pgid));
     }
     for &(res, soft, hard) in &s.rlimits {
-        check!(s, raw::setrlimit(res, soft, hard));
+        check!(f, raw::setrlimit(res, soft, hard));
     }
     if s.pdeathsig != 0 {
-        check!(s, raw::set_pdeathsig(s.pdeathsig));
+        check!(f, raw::set_pdeathsig(s.pdeathsig));
         if raw::getppid() != s.parent_pid {
             // The parent died before prctl took effect: act as if the signal arrived.
             raw::exit(128 + s.pdeathsig);
         }
     }
     if s.close_fds {
-        close_open_fds(s);
+        close_open_fds(f.keep_fds, s.max_fd);
     }
     // CPython reports the first error that is not ENOENT/ENOTDIR, else the last one.
     let mut first_other = 0;
@@ -187,14 +241,14 @@ pub fn run(s: &ChildSpec) -> libc::c_int {
         }
     }
     let errno = if first_other != 0 { first_other } else { last };
-    fail(s, Stage::Exec, errno)
+    fail(f.errpipe_write, Stage::Exec, errno)
 }
 
 /// Closes every fd >= 3 except `keep_fds` (CPython's _close_open_fds).
-fn close_open_fds(s: &ChildSpec) {
+fn close_open_fds(keep_fds: &[i32], max_fd: i32) {
     let mut lo: i64 = 3;
     let mut ranges_ok = true;
-    for &k in s.keep_fds.iter().chain(std::iter::once(&i32::MAX)) {
+    for &k in keep_fds.iter().chain(std::iter::once(&i32::MAX)) {
         let k = k as i64;
         if k < lo {
             continue;
@@ -209,7 +263,7 @@ fn close_open_fds(s: &ChildSpec) {
                 ranges_ok = false;
             }
             if !ranges_ok {
-                let end = (hi as i64).min(s.max_fd as i64);
+                let end = (hi as i64).min(max_fd as i64);
                 let mut fd = lo;
                 while fd <= end {
                     raw::close(fd as i32);

@@ -12,6 +12,7 @@
 //! The exec errors are CPython's: the same errno, the same `OSError` subclass and filename.
 
 pub mod child;
+pub mod relay;
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
@@ -48,6 +49,9 @@ pub struct SpawnJob {
     /// The filename CPython's `OSError` carries for a pre-exec failure (None: no filename).
     setup_filename: Option<Py<PyAny>>,
     registered: Option<Py<PyAny>>,
+    /// The low-fd slots this child copies its fds from (see `relay`), until it has its own
+    /// table (or is dead). While held, the error pipe cannot reach EOF: a slot holds a copy.
+    lease: Option<relay::Lease>,
 }
 
 impl SpawnJob {
@@ -57,27 +61,52 @@ impl SpawnJob {
         self.spec = None;
     }
 
+    /// Gives back the slots once the child no longer needs them: it has its own table (it set
+    /// its flags; `sweep`) or it is dead (killed before it got there).
+    fn settle_lease(&mut self) {
+        let Some(lease) = &self.lease else { return };
+        relay::sweep();
+        let dead = || self.pidfd.as_ref().is_none_or(sys::poll_in);
+        if lease.done() || dead() {
+            self.lease = None;
+        }
+    }
+
     /// Reads the error pipe to the end; `None` means exec succeeded.
     fn read_result(&mut self, block: bool) -> Option<Option<(Stage, i32)>> {
-        let fd = self.errpipe.as_ref()?;
         let mut buf = [0u8; 5];
         let mut got = 0;
         loop {
-            let r = if block {
-                sys::read_blocking(fd, &mut buf[got..])
-            } else {
-                sys::read(fd, &mut buf[got..])
-            };
-            match r {
+            let fd = self.errpipe.as_ref()?;
+            if block {
+                // Until the slots are back, EOF cannot come (and a dead child sends nothing):
+                // look again every millisecond.
+                let ms = if self.lease.is_some() { 1 } else { -1 };
+                sys::poll_in_timeout(fd, ms);
+            }
+            match sys::read(fd, &mut buf[got..]) {
                 Ok(0) => break,
                 Ok(n) => {
-                    got += n;
+                    if got == 0 && buf[0] == relay::MARKER {
+                        // The child's "unshared": our slot copies can go, then EOF can come.
+                        buf.copy_within(1..n, 0);
+                        got += n - 1;
+                        self.settle_lease();
+                    } else {
+                        got += n;
+                    }
                     if got == buf.len() {
                         break;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !block => {
-                    if got == 0 {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.lease.is_some() {
+                        self.settle_lease();
+                        if self.lease.is_none() {
+                            continue;
+                        }
+                    }
+                    if got == 0 && !block {
                         return None;
                     }
                 }
@@ -99,6 +128,7 @@ impl SpawnJob {
         if let Some(fd) = self.pidfd.take() {
             let _ = sys::reap_blocking(Some(&fd), self.pid);
         }
+        self.lease = None;
         let filename = match stage {
             Stage::Exec => Some(self.orig_executable.clone_ref(py)),
             Stage::Chdir => Some(self.orig_cwd.clone_ref(py)),
@@ -133,6 +163,7 @@ impl SpawnJob {
             job: slf.clone().unbind(),
             loop_: r#loop,
             fut: None,
+            pidfd_watched: None,
         })
     }
 
@@ -145,8 +176,11 @@ impl SpawnJob {
     fn _kill_and_reap(&mut self) {
         if let Some(fd) = self.pidfd.take() {
             let _ = sys::pidfd_send_signal(&fd, libc::SIGKILL);
-            let _ = self.read_result(true);
+            // Reaped first: a dead child no longer needs its slots, whose copies would keep
+            // the error pipe from reaching EOF.
             let _ = sys::reap_blocking(Some(&fd), self.pid);
+            self.lease = None;
+            let _ = self.read_result(true);
         }
     }
 
@@ -174,16 +208,23 @@ struct ExecWaitOp {
     job: Py<SpawnJob>,
     loop_: Py<PyAny>,
     fut: Option<Py<PyAny>>,
+    /// The pidfd, also watched while the child holds slots: killed before it unshared, it
+    /// sends no marker, and the error pipe cannot reach EOF until its slots are back.
+    pidfd_watched: Option<i32>,
 }
 
 impl ExecWaitOp {
     fn unregister(&mut self, py: Python<'_>) {
+        let pidfd = self.pidfd_watched.take();
         if self.fut.take().is_some() {
             if let Ok(mut j) = self.job.try_borrow_mut(py) {
                 j.registered = None;
-                if let Some(fd) = &j.errpipe {
-                    if !looputil::is_closed(py, &self.loop_) {
+                if !looputil::is_closed(py, &self.loop_) {
+                    if let Some(fd) = &j.errpipe {
                         let _ = looputil::remove_reader(py, &self.loop_, fd.as_raw_fd());
+                    }
+                    if let Some(fd) = pidfd {
+                        let _ = looputil::remove_reader(py, &self.loop_, fd);
                     }
                 }
             }
@@ -200,11 +241,19 @@ impl Op for ExecWaitOp {
             Some(Some((stage, errno))) => Err(j.error(py, stage, errno)),
             None => {
                 let fd = j.errpipe.as_ref().expect("pending").as_raw_fd();
+                let pidfd = match (&j.lease, &j.pidfd) {
+                    (Some(_), Some(p)) => Some(p.as_raw_fd()),
+                    _ => None,
+                };
                 let fut = looputil::create_future(py, &self.loop_)?;
                 j.registered = Some(fut.clone_ref(py));
                 drop(j);
                 let cb = self.job.getattr(py, intern!(py, "_on_errpipe"))?;
-                looputil::add_reader(py, &self.loop_, fd, cb)?;
+                looputil::add_reader(py, &self.loop_, fd, cb.clone_ref(py))?;
+                if let Some(p) = pidfd {
+                    looputil::add_reader(py, &self.loop_, p, cb)?;
+                    self.pidfd_watched = Some(p);
+                }
                 self.fut = Some(fut.clone_ref(py));
                 Ok(Poll::Wait(fut))
             }
@@ -280,6 +329,18 @@ pub fn spawn(
     spec.pdeathsig = pdeathsig;
     spec.rlimits = rlimits;
     let stack = sys::ChildStack::new(CHILD_STACK).map_err(|e| errors::os_error(&e))?;
+    // Slots filled here are the child's until it has a table of its own; the SpawnJob keeps
+    // the lease until then (see `settle_lease`).
+    let lease = if close_fds {
+        relay::lease([fds.0, fds.1, fds.2], err_w.as_raw_fd(), &spec.keep_fds)
+    } else {
+        None
+    };
+    let share_files = lease.is_some();
+    let lease = lease.map(|(lease, r)| {
+        spec.relay = Some(r);
+        lease
+    });
     let old = sys::block_all_signals();
     spec.old_mask = old;
     let res = py.detach(|| {
@@ -287,10 +348,12 @@ pub fn spawn(
             &stack,
             sys::child_trampoline,
             &*spec as *const ChildSpec as *const libc::c_void,
+            share_files,
         )
     });
     sys::restore_signals(&old);
     drop(err_w);
+    // On failure no child uses the slots: the lease's drop puts them back.
     let (pid, pidfd) = res.map_err(|e| errors::os_error(&e))?;
     sys::set_nonblocking(&err_r).map_err(|e| errors::os_error(&e))?;
     Ok(SpawnJob {
@@ -303,7 +366,21 @@ pub fn spawn(
         orig_cwd,
         setup_filename: setup_filename.map(|(f,)| f),
         registered: None,
+        lease,
     })
+}
+
+/// Turns the low-fd slots of native spawn on or off (`relay`); returns the previous setting.
+/// For tests and benchmarks, which compare both ways; on by default.
+#[pyfunction]
+pub fn _set_fd_relay(on: bool) -> bool {
+    relay::set_enabled(on)
+}
+
+/// The fds reserved as slots (empty when there are none), for tests.
+#[pyfunction]
+pub fn _fd_relay_slots() -> Vec<i32> {
+    relay::reserved_fds()
 }
 
 /// Whether the native path exists on this build (architecture with raw child calls).

@@ -115,6 +115,23 @@ pub mod raw {
         ))
         .map(drop)
     }
+    /// `close_range(lo, ~0, CLOSE_RANGE_UNSHARE)`: a private table holding only fds < lo.
+    pub fn unshare_below(lo: u32) -> Result<(), i32> {
+        const CLOSE_RANGE_UNSHARE: usize = 1 << 1;
+        res(raw6(
+            libc::SYS_close_range,
+            [lo as usize, u32::MAX as usize, CLOSE_RANGE_UNSHARE, 0, 0, 0],
+        ))
+        .map(drop)
+    }
+    /// `unshare(CLONE_FILES)`: a private copy of the whole table (kernels before 5.9).
+    pub fn unshare_files() -> Result<(), i32> {
+        res(raw6(
+            libc::SYS_unshare,
+            [libc::CLONE_FILES as usize, 0, 0, 0, 0, 0],
+        ))
+        .map(drop)
+    }
     pub fn set_pdeathsig(sig: i32) -> Result<(), i32> {
         res(raw6(
             libc::SYS_prctl,
@@ -291,14 +308,16 @@ pub fn restore_signals(old: &libc::sigset_t) {
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
 }
 
-/// clone(CLONE_VM | CLONE_PIDFD | SIGCHLD) running `child(arg)` on `stack`; returns the pid and
-/// the pidfd. The caller keeps `arg` and `stack` alive and untouched until the child has
-/// exec'd or exited.
+/// clone(CLONE_VM | CLONE_PIDFD | SIGCHLD), plus CLONE_FILES when `share_files`, running
+/// `child(arg)` on `stack`; returns the pid and the pidfd. The caller keeps `arg` and `stack`
+/// alive and untouched until the child has exec'd or exited.
 pub fn clone_vm(
     stack: &ChildStack,
     child: extern "C" fn(*mut libc::c_void) -> libc::c_int,
     arg: *const libc::c_void,
+    share_files: bool,
 ) -> io::Result<(i32, OwnedFd)> {
+    let files = if share_files { libc::CLONE_FILES } else { 0 };
     let mut pidfd: libc::c_int = -1;
     // SAFETY: glibc's clone() switches to `stack` in the child and calls `child(arg)` there
     // without touching thread-local state; `child` never returns (it execs or exit_groups).
@@ -307,7 +326,7 @@ pub fn clone_vm(
         libc::clone(
             child,
             stack.top(),
-            libc::CLONE_VM | libc::CLONE_PIDFD | libc::SIGCHLD,
+            libc::CLONE_VM | libc::CLONE_PIDFD | files | libc::SIGCHLD,
             arg as *mut libc::c_void,
             &mut pidfd as *mut libc::c_int,
         )

@@ -110,21 +110,21 @@ pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Blocking read that retries EINTR (the error pipe, once the child is known to be done).
-pub fn read_blocking(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        let mut p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one pollfd on our stack, valid for the call.
-        unsafe { libc::poll(&mut p, 1, -1) };
-        match read(fd, buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            r => return r,
-        }
-    }
+/// Waits up to `ms` milliseconds (-1: no limit) for `fd` to be readable (or hung up);
+/// whether it is. EINTR counts as not yet.
+pub fn poll_in_timeout(fd: &OwnedFd, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd on our stack, valid for the call.
+    unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+/// Whether `fd` is readable now (a pidfd: the child has exited).
+pub fn poll_in(fd: &OwnedFd) -> bool {
+    poll_in_timeout(fd, 0)
 }
 
 /// `madvise(MADV_POPULATE_WRITE)` over the whole pages inside `[start, end)` (addresses in one
@@ -153,4 +153,59 @@ pub fn populate_write(start: usize, end: usize) -> bool {
         return false;
     }
     true
+}
+
+/// A descriptor whose (device, inode) no other open file shares: a memfd. Placeholders for
+/// the spawn slots are its duplicates, so a slot still holding it is recognisably ours.
+pub fn unique_placeholder() -> io::Result<OwnedFd> {
+    // SAFETY: memfd_create by syscall (glibc 2.17 has no wrapper) with a NUL-terminated name
+    // and integer flags; a returned fd is new and owned by us.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_memfd_create,
+            c"rsubprocess-slot".as_ptr(),
+            libc::MFD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created this descriptor for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: a duplicate at the lowest free number >= `min`.
+pub fn dup_at_least(fd: RawFd, min: RawFd) -> io::Result<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC with integer arguments; no memory is passed.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(new)
+}
+
+/// `dup3(from, to, O_CLOEXEC)`: `to` now refers to `from`'s open file, atomically.
+pub fn dup_onto(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup3 with integer arguments; the caller owns `to` (checked with `identity`).
+    if unsafe { libc::dup3(from, to, libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// (st_dev, st_ino) of what `fd` refers to, or None if it is not open.
+pub fn identity(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: `stat` is plain data for which all-zero is valid; fstat writes only into it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `st` lives for the call.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return None;
+    }
+    Some((st.st_dev, st.st_ino))
+}
+
+/// Closes a descriptor number we own but do not hold as an `OwnedFd`.
+pub fn close_raw(fd: RawFd) {
+    // SAFETY: the caller owns `fd` (checked with `identity`) and never uses it again.
+    unsafe { libc::close(fd) };
 }

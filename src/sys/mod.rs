@@ -7,12 +7,13 @@
 //! What lives where (everything is re-exported here, so callers write `sys::read`,
 //! `sys::raw::dup2`, `sys::ChildStack`, ...):
 //! - `fd`: descriptors: `own_fd`, non-blocking mode, EINTR-retried `read`/`write`,
-//!   `read_blocking`, `dup_cloexec`, `pipe_cloexec`, `grow_pipe`
+//!   `poll_in`, `dup_cloexec`, `pipe_cloexec`, `grow_pipe`, and the spawn slots'
+//!   `unique_placeholder`, `dup_at_least`, `dup_onto`, `identity`, `close_raw`
 //! - `proc`: processes: pidfds, `kill`, reaping (`reap_nohang`, `reap_blocking`,
 //!   `wait_exit_noreap`) and the `Usage` it reports, `returncode_from_siginfo`, `strerror`
-//! - `child`: spawning: `clone_vm` on a pooled `ChildStack`, signal masks, `environ_snapshot`,
-//!   `max_fd`, `CStrArray` (argv/envp), `child_trampoline`, and `raw`, the async-signal-safe
-//!   calls the child makes
+//! - `child`: spawning: `clone_vm` on a pooled `ChildStack`, signal masks,
+//!   `environ_snapshot`, `max_fd`, `CStrArray` (argv/envp), `child_trampoline`, and `raw`,
+//!   the async-signal-safe calls the child makes
 //! - `bytes`: `bytes` objects filled in place: `bytes_filled`, `BytesBuilder`
 //! - `pyapi`: the CPython C-API beyond PyO3: the `am_send` slot, `refcount`
 
@@ -28,8 +29,8 @@ pub use child::{
     restore_signals, CStrArray, ChildStack, NATIVE_SPAWN,
 };
 pub use fd::{
-    dup_cloexec, grow_pipe, own_fd, pipe_cloexec, read, read_blocking, read_into_spare,
-    set_nonblocking, write,
+    close_raw, dup_at_least, dup_cloexec, dup_onto, grow_pipe, identity, own_fd, pipe_cloexec,
+    poll_in, poll_in_timeout, read, read_into_spare, set_nonblocking, unique_placeholder, write,
 };
 pub use proc::{
     kill, pidfd_open, pidfd_send_signal, reap_blocking, reap_nohang, returncode_from_siginfo,
