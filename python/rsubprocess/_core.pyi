@@ -13,8 +13,10 @@ __all__ = [
     "StreamReader",
     "StreamWriter",
     "Waiter",
+    "_fd_relay_slots",
     "_join_watchers",
     "_register_stream_types",
+    "_set_fd_relay",
     "native_spawn_available",
     "reader_limit",
     "spawn",
@@ -197,6 +199,8 @@ def spawn(
     rlimits: list[tuple[int, int, int]] = ...,
 ) -> SpawnJob: ...
 def native_spawn_available() -> bool: ...
+def _set_fd_relay(on: bool) -> bool: ...
+def _fd_relay_slots() -> list[int]: ...
 
 @final
 class LineIter:
