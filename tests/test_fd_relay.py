@@ -50,7 +50,7 @@ def table(request):
 
 @pytest.fixture(params=["slots", "copy"])
 def relay(request, impl):
-    """rsubprocess with its slots on (the default) or off; asyncio runs once either way."""
+    """rsubprocess with its slots on or off (the default for now); asyncio runs once."""
     if impl.name == "asyncio":
         if request.param == "copy":
             pytest.skip("the slots are rsubprocess's; asyncio runs once")

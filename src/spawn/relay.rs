@@ -178,7 +178,10 @@ impl Pool {
 }
 
 static POOL: Mutex<Option<Pool>> = Mutex::new(None);
-static ENABLED: AtomicBool = AtomicBool::new(true);
+// Off by default until one hang is understood: with RSUBPROCESS_NO_PIDFD=1 on uvloop,
+// tests/reliability's `nofile` scenario hangs in its warm-up with the slots on (and passes
+// with them off). Everything else in the suite passes with them on.
+static ENABLED: AtomicBool = AtomicBool::new(false);
 static NEXT_LEASE: AtomicU64 = AtomicU64::new(1);
 
 /// Reserves the slots (at module load, while the table is small, so they are low and a test's
