@@ -130,7 +130,10 @@ pub fn plan(
         keep_fds,
         slots: fills.iter().map(|&(_, (i, _))| i).collect(),
     };
-    Some((relay, fills.into_iter().map(|(fd, (i, _))| (fd, i)).collect()))
+    Some((
+        relay,
+        fills.into_iter().map(|(fd, (i, _))| (fd, i)).collect(),
+    ))
 }
 
 struct Pool {
@@ -353,7 +356,10 @@ mod tests {
         // stdin inherited, stdout and stderr the same pipe end (stderr=STDOUT).
         let (r, fills) = plan(10, &FREE, &RESERVED, [-1, 900, 900], 901, &[901]).unwrap();
         assert_eq!(fills, vec![(900, 0), (901, 1)]);
-        assert_eq!((r.stdin, r.stdout, r.stderr, r.errpipe_write), (-1, 4, 4, 5));
+        assert_eq!(
+            (r.stdin, r.stdout, r.stderr, r.errpipe_write),
+            (-1, 4, 4, 5)
+        );
         assert_eq!(r.keep_fds, vec![5]);
         assert_eq!(r.lo, 10);
         assert_eq!(r.slots, vec![0, 1]);
