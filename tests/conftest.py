@@ -153,6 +153,11 @@ def _warm_up_all(config: pytest.Config) -> None:
     if "rsubprocess" in _option_list(config, "impl", IMPLS):
         try:
             impls.append(load_rsubprocess())
+            from rsubprocess import _core
+
+            # The spawn slots are reserved on first use: reserve them now (then back to the
+            # default), so tests that turn them on do not count them as leaked.
+            _core._set_fd_relay(_core._set_fd_relay(True))
         except ImportError:
             pass
 

@@ -203,6 +203,7 @@ def test_slot_taken_over_by_someone_else_is_never_written_over():
         import rsubprocess
         from rsubprocess import _core
 
+        _core._set_fd_relay(True)
         slots = _core._fd_relay_slots()
         assert len(slots) > 2, slots
         victim = slots[1]  # the first slot a spawn fills (slots[0] is the placeholder)

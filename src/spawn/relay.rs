@@ -9,7 +9,7 @@
 //! `close_range(lo, ~0, CLOSE_RANGE_UNSHARE)`, which copies only the fds below `lo`
 //! (fs/file.c, `__close_range`). The fds the child needs are usually far above `lo`: new pipes
 //! land at the top of a dense table. So the parent first duplicates them into *slots*, a few
-//! low fds reserved when the module loads that hold a placeholder (a memfd) while idle. The
+//! low fds reserved when first turned on that hold a placeholder (a memfd) while idle. The
 //! child moves pass_fds back to their own numbers.
 //!
 //! The parent must not put the placeholders back before the child has its own table, and it
@@ -187,9 +187,9 @@ static POOL: Mutex<Option<Pool>> = Mutex::new(None);
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static NEXT_LEASE: AtomicU64 = AtomicU64::new(1);
 
-/// Reserves the slots (at module load, while the table is small, so they are low and a test's
-/// fd count taken later already includes them). Best effort: without them spawns copy.
-pub fn init() {
+/// Reserves the slots, on the first `set_enabled(true)`: ideally early, while the table is
+/// small, so they are low. Best effort: without them spawns copy.
+fn init() {
     let Ok(mut pool) = POOL.lock() else { return };
     if pool.is_some() {
         return;
@@ -227,6 +227,9 @@ pub fn init() {
 
 /// Turns the slots off or on (tests and benchmarks compare both ways); returns the old value.
 pub fn set_enabled(on: bool) -> bool {
+    if on {
+        init();
+    }
     ENABLED.swap(on, Ordering::Relaxed)
 }
 
