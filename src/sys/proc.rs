@@ -89,19 +89,12 @@ pub fn reap_blocking(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<i32> {
     loop {
         match reap_nohang(pidfd, pid)? {
             Some((rc, _)) => return Ok(rc),
-            None => {
-                let mut p = libc::pollfd {
-                    fd: pidfd.map_or(-1, |f| f.as_raw_fd()),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                if p.fd < 0 {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                } else {
-                    // SAFETY: one pollfd on our stack, valid for the call.
-                    unsafe { libc::poll(&mut p, 1, 100) };
+            None => match pidfd {
+                Some(fd) => {
+                    super::fd::poll_in_timeout(fd, 100);
                 }
-            }
+                None => std::thread::sleep(std::time::Duration::from_millis(1)),
+            },
         }
     }
 }
