@@ -195,6 +195,15 @@ pub fn wait_exit_noreap(pidfd: Option<&OwnedFd>, pid: i32) -> io::Result<()> {
             Some(libc::EINTR) => {}
             // P_PIDFD is Linux 5.4+; a pidfd from clone(CLONE_PIDFD) exists since 5.2.
             Some(libc::EINVAL) if by_pidfd => by_pidfd = false,
+            // O_NONBLOCK is on the open file description, so every dup of a pidfd that a loop
+            // once polled (libuv's uv_poll_init sets it) has it, and since Linux 5.10 waitid on
+            // a nonblocking pidfd returns EAGAIN while the child runs: wait for it to become
+            // readable (exit) instead, then ask again.
+            Some(libc::EAGAIN) if by_pidfd => {
+                if let Some(fd) = pidfd {
+                    super::fd::poll_in_timeout(fd, -1);
+                }
+            }
             _ => return Err(err),
         }
     }
@@ -207,4 +216,30 @@ pub fn strerror(errno: i32) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pidfd that uvloop once polled is O_NONBLOCK (also through every dup): the thread
+    /// watcher's wait must still block until exit, not end at once with EAGAIN (that left
+    /// `wait()` hanging with RSUBPROCESS_NO_PIDFD=1 on uvloop).
+    #[test]
+    fn wait_exit_noreap_blocks_on_a_nonblocking_pidfd() {
+        let child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        let fd = pidfd_open(pid).expect("pidfd_open");
+        crate::sys::fd::set_nonblocking(&fd).expect("O_NONBLOCK");
+        let started = std::time::Instant::now();
+        wait_exit_noreap(Some(&fd), pid).expect("waits until exit");
+        // Exited, not reaped: a WNOHANG reap now finds it.
+        assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+        let reaped = reap_nohang(Some(&fd), pid).expect("reap");
+        assert_eq!(reaped.map(|(rc, _)| rc), Some(0));
+        drop(child); // std's Child does not reap on drop
+    }
 }
