@@ -206,6 +206,8 @@ def test_slot_taken_over_by_someone_else_is_never_written_over():
         _core._set_fd_relay(True)
         slots = _core._fd_relay_slots()
         assert len(slots) > 2, slots
+        # Past the kernel's first 64 fds, where spawns use the slots.
+        extra = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(100)]
         victim = slots[1]  # the first slot a spawn fills (slots[0] is the placeholder)
         r, w = os.pipe()
         os.dup2(r, victim)  # someone else's pipe now lives at our slot's number
@@ -234,3 +236,135 @@ def test_slot_taken_over_by_someone_else_is_never_written_over():
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout == "ok\n"
+
+
+FORK_DURING_SPAWN = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys, time, warnings
+    import {mod} as impl
+
+    # One CPU for us and our children: a new child then rarely runs (and unshares) before we
+    # fork, so the fork lands while the slots hold its fds.
+    os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})
+    # A table past the kernel's first 64 fds, where rsubprocess uses its slots.
+    extra = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(100)]
+    slots = []
+    if impl.__name__ == "rsubprocess":
+        from rsubprocess import _core
+        _core._set_fd_relay(True)
+        slots = _core._fd_relay_slots()[1:]
+
+    def filled():
+        links = [os.readlink(f"/proc/self/fd/{{fd}}") for fd in slots]
+        return [link for link in links if "rsubprocess-slot" not in link]
+
+    async def main():
+        in_window = 0
+        for _ in range(30):
+            task = asyncio.ensure_future(impl.create_subprocess_exec("true", stdout=impl.PIPE))
+            await asyncio.sleep(0)  # spawned; the loop has not yet seen the child unshare
+            in_window += bool(filled())
+            r, w = os.pipe()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
+                pid = os.fork()
+            if pid == 0:
+                os.write(w, repr(filled()).encode())
+                time.sleep(60)  # a long-lived forked worker, holding whatever it inherited
+                os._exit(0)
+            os.close(w)
+            try:
+                assert os.read(r, 100) == b"[]", "the forked process kept slot copies"
+                proc = await task
+                # EOF comes when `true` exits, not when the forked process does.
+                assert await asyncio.wait_for(proc.stdout.read(), 10) == b""
+                assert await proc.wait() == 0
+            finally:
+                os.close(r)
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        print(in_window)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("mod", ["asyncio.subprocess", "rsubprocess"])
+def test_fork_while_slots_are_filled_keeps_no_pipe_open(mod):
+    """os.fork() (a multiprocessing worker) between a spawn and the loop's sweep: the forked
+    process must not keep the child's pipe ends through the slots, or the parent's read would
+    wait for that process to exit. Fresh interpreter: forks, pins itself to one CPU."""
+    res = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", FORK_DURING_SPAWN.format(mod=mod)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    if mod == "rsubprocess":
+        # Otherwise the test proved nothing: the fork must have hit the window at least once.
+        assert int(res.stdout) > 0, res.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra_fds", "nofile", "reserved"),
+    [(0, None, False), (100, None, True), (100, 200, False)],
+    ids=["small-table", "large-table", "low-nofile-limit"],
+)
+def test_slots_reserved_only_where_they_pay(extra_fds, nofile, reserved):
+    """On by default, but reserved by the first spawn whose fds are past the kernel's first
+    64-entry table, and never under a soft RLIMIT_NOFILE below 256: a script that spawns a few
+    children, or one short of fds, holds no extra fds. Fresh interpreter each."""
+    code = textwrap.dedent(
+        f"""
+        import asyncio, os, resource
+        import rsubprocess
+        from rsubprocess import _core
+
+        if {nofile!r} is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile!r}, resource.getrlimit(
+                resource.RLIMIT_NOFILE)[1]))
+        extra = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range({extra_fds})]
+
+        async def main():
+            for _ in range(3):
+                proc = await rsubprocess.create_subprocess_exec(
+                    "echo", "ok", stdout=rsubprocess.PIPE)
+                assert await proc.stdout.read() == b"ok\\n"
+                assert await proc.wait() == 0
+
+        asyncio.run(main())
+        print(len(_core._fd_relay_slots()))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RSUBPROCESS_SPAWN_SLOTS"}
+    res = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    assert int(res.stdout) == (17 if reserved else 0)
+
+
+def test_slots_turned_off_by_environment():
+    code = "from rsubprocess import _core; print(_core._set_fd_relay(False))"
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RSUBPROCESS_SPAWN_SLOTS": "0"},
+    )
+    assert res.stdout == "False\n", res.stderr
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "RSUBPROCESS_SPAWN_SLOTS"},
+    )
+    assert res.stdout == "True\n", res.stderr

@@ -371,7 +371,8 @@ pub fn spawn(
 }
 
 /// Turns the low-fd slots of native spawn on or off (`relay`); returns the previous setting.
-/// For tests and benchmarks, which compare both ways; off by default (see `relay::ENABLED`).
+/// For tests and benchmarks, which compare both ways; on by default unless
+/// `RSUBPROCESS_SPAWN_SLOTS=0` (see `relay::ENABLED`).
 #[pyfunction]
 pub fn _set_fd_relay(on: bool) -> bool {
     relay::set_enabled(on)

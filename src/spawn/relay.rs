@@ -9,8 +9,8 @@
 //! `close_range(lo, ~0, CLOSE_RANGE_UNSHARE)`, which copies only the fds below `lo`
 //! (fs/file.c, `__close_range`). The fds the child needs are usually far above `lo`: new pipes
 //! land at the top of a dense table. So the parent first duplicates them into *slots*, a few
-//! low fds reserved when first turned on that hold a placeholder (a memfd) while idle. The
-//! child moves pass_fds back to their own numbers.
+//! low fds reserved by the first spawn that uses them (one whose fds are above the kernel's
+//! first 64-entry table), which hold a placeholder (a memfd) while idle. The child moves pass_fds back to their own numbers.
 //!
 //! The parent must not put the placeholders back before the child has its own table, and it
 //! must not wait for that either: with the CPUs busy a new child can wait in a run queue for
@@ -29,10 +29,17 @@
 //! SCM_RIGHTS instead: that costs ~50 us a spawn; two dup3 calls per fd cost ~1 us.
 //!
 //! The slots are skipped (the plain copy is used) when close_fds is off (the child must keep
-//! every inheritable fd), when fewer are free than the child needs, and for good once someone
-//! else closed or replaced one of our slot fds.
+//! every inheritable fd), when fewer are free than the child needs, for good once someone
+//! else closed or replaced one of our slot fds, and with `RSUBPROCESS_SPAWN_SLOTS=0`.
+//!
+//! `os.fork()` while a slot holds a child's pipe end would give the forked process a copy
+//! that nothing there ever closes (a multiprocessing worker would keep a pipe from reaching
+//! EOF for as long as it lives). A pthread_atfork handler puts the placeholder back into every
+//! filled slot in the forked process, without the pool's lock (another thread may hold it,
+//! and does not exist there): the fds and which slots are filled are also kept in atomics.
+//! A forked process never uses the pool it inherited; it copies its table as before.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use crate::sys;
@@ -41,12 +48,64 @@ use crate::sys;
 /// inherited stdio takes one; a spawn finding too few free copies instead.
 const SLOTS: usize = 16;
 
+/// Below this, every fd the child needs is in the kernel's first table (64 fds), which is
+/// cheap to copy: the slots would buy nothing, and a process that never has a larger table
+/// never reserves them. A large table whose new pipes land in a hole below this copies too.
+const SMALL_TABLE: i32 = 64;
+
+/// The slots are not reserved under a soft RLIMIT_NOFILE this low: 17 fds would be a share
+/// of it that the program may need.
+const MIN_NOFILE: i32 = 256;
+
 /// The byte a relayed child writes to the error pipe once its table is its own (stages are
 /// 0-2, so it cannot be mistaken for an error report).
 pub const MARKER: u8 = 0xff;
 
 /// Set to 1 by the child using slot `i` once it no longer needs it (it has its own copy).
 static DONE: [AtomicU32; SLOTS] = [const { AtomicU32::new(0) }; SLOTS];
+
+/// The process that reserved the pool (0: none yet). A forked process has a copy of the pool
+/// but not of the threads that may hold its lock, so it must not use it.
+static OWNER_PID: AtomicU32 = AtomicU32::new(0);
+/// 0: not reserved yet; 1: being reserved or done (tried once per process).
+static INIT_STATE: AtomicU8 = AtomicU8::new(0);
+/// What the fork handler needs, readable without the lock: the placeholder, its identity, the
+/// slot fds, and (bit i) whether slot i may hold a child's fd: set before it is filled,
+/// cleared once it holds the placeholder again.
+static MASTER_FD: AtomicI32 = AtomicI32::new(-1);
+static MASTER_ID: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+static SLOT_FDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
+static HELD: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this process reserved the pool (not a forked copy of one that did).
+fn pool_is_ours() -> bool {
+    OWNER_PID.load(Ordering::Acquire) == std::process::id()
+}
+
+/// In the forked process (its only thread): no slot keeps a copy of the parent's child's fds.
+/// Only async-signal-safe calls (fstat, dup3, close).
+extern "C" fn after_fork_child() {
+    let held = HELD.load(Ordering::Acquire);
+    if held == 0 {
+        return;
+    }
+    let master = MASTER_FD.load(Ordering::Acquire);
+    let id = (
+        MASTER_ID[0].load(Ordering::Relaxed),
+        MASTER_ID[1].load(Ordering::Relaxed),
+    );
+    let master_ok = master >= 0 && sys::identity(master) == Some(id);
+    for (i, slot) in SLOT_FDS.iter().enumerate() {
+        if held & (1 << i) == 0 {
+            continue;
+        }
+        let fd = slot.load(Ordering::Relaxed);
+        if !master_ok || sys::dup_onto(master, fd).is_err() {
+            sys::close_raw(fd);
+        }
+    }
+    HELD.store(0, Ordering::Release);
+}
 
 /// What a relayed child does, prepared by the parent (the child only reads it).
 #[derive(Debug, PartialEq, Eq)]
@@ -167,6 +226,7 @@ impl Pool {
             sys::close_raw(self.slots[i]);
             self.retired = true;
         }
+        HELD.fetch_and(!(1 << i), Ordering::Release);
         self.owner[i] = 0;
     }
 
@@ -181,15 +241,41 @@ impl Pool {
 }
 
 static POOL: Mutex<Option<Pool>> = Mutex::new(None);
-// Off by default until one hang is understood: with RSUBPROCESS_NO_PIDFD=1 on uvloop,
-// tests/reliability's `nofile` scenario hangs in its warm-up with the slots on (and passes
-// with them off). Everything else in the suite passes with them on.
-static ENABLED: AtomicBool = AtomicBool::new(false);
+/// 0: not decided yet (`RSUBPROCESS_SPAWN_SLOTS=0` turns them off); 1: off; 2: on.
+static ENABLED: AtomicU8 = AtomicU8::new(0);
 static NEXT_LEASE: AtomicU64 = AtomicU64::new(1);
 
-/// Reserves the slots, on the first `set_enabled(true)`: ideally early, while the table is
-/// small, so they are low. Best effort: without them spawns copy.
+fn enabled() -> bool {
+    match ENABLED.load(Ordering::Relaxed) {
+        0 => {
+            let off = std::env::var_os("RSUBPROCESS_SPAWN_SLOTS").is_some_and(|v| v == "0");
+            let _ = ENABLED.compare_exchange(
+                0,
+                if off { 1 } else { 2 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            ENABLED.load(Ordering::Relaxed) == 2
+        }
+        v => v == 2,
+    }
+}
+
+/// Reserves the slots, once per process, by the first spawn that would use them (or
+/// `set_enabled(true)`): early, while the table is small, so they are low. Best effort:
+/// without them spawns copy. Never blocks: a spawn racing the reservation copies.
 fn init() {
+    if INIT_STATE
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    if sys::max_fd() < MIN_NOFILE {
+        // Tried again by a later spawn: the limit may be raised.
+        INIT_STATE.store(0, Ordering::Release);
+        return;
+    }
     let Ok(mut pool) = POOL.lock() else { return };
     if pool.is_some() {
         return;
@@ -215,6 +301,20 @@ fn init() {
         }
     }
     let lo = slots.iter().copied().max().unwrap_or(master).max(master) + 1;
+    MASTER_ID[0].store(id.0, Ordering::Relaxed);
+    MASTER_ID[1].store(id.1, Ordering::Relaxed);
+    for (atomic, &fd) in SLOT_FDS.iter().zip(&slots) {
+        atomic.store(fd, Ordering::Relaxed);
+    }
+    MASTER_FD.store(master, Ordering::Release);
+    if sys::at_fork_child(after_fork_child).is_err() {
+        // Without the handler a fork could keep a child's pipe open: no slots then.
+        for fd in slots.into_iter().chain(std::iter::once(master)) {
+            sys::close_raw(fd);
+        }
+        MASTER_FD.store(-1, Ordering::Release);
+        return;
+    }
     *pool = Some(Pool {
         master,
         slots,
@@ -223,18 +323,24 @@ fn init() {
         lo,
         retired: false,
     });
+    OWNER_PID.store(std::process::id(), Ordering::Release);
 }
 
 /// Turns the slots off or on (tests and benchmarks compare both ways); returns the old value.
 pub fn set_enabled(on: bool) -> bool {
+    let was = enabled();
+    ENABLED.store(if on { 2 } else { 1 }, Ordering::Relaxed);
     if on {
         init();
     }
-    ENABLED.swap(on, Ordering::Relaxed)
+    was
 }
 
 /// The slot fds (master first), for tests; empty when there are none.
 pub fn reserved_fds() -> Vec<i32> {
+    if !pool_is_ours() {
+        return Vec::new();
+    }
     match POOL.lock() {
         Ok(p) => p.as_ref().map(|p| p.all().collect()).unwrap_or_default(),
         Err(_) => Vec::new(),
@@ -244,6 +350,9 @@ pub fn reserved_fds() -> Vec<i32> {
 /// Puts back every slot whose child has its own table now. Cheap (no system call for a slot
 /// still in use); called whenever an error pipe is read.
 pub fn sweep() {
+    if !pool_is_ours() {
+        return;
+    }
     let Ok(mut guard) = POOL.lock() else { return };
     if let Some(pool) = guard.as_mut() {
         pool.sweep();
@@ -261,6 +370,9 @@ pub struct Lease {
 impl Lease {
     /// Whether every slot has been put back already.
     pub fn done(&self) -> bool {
+        if !pool_is_ours() {
+            return true;
+        }
         match POOL.lock() {
             Ok(g) => g
                 .as_ref()
@@ -272,6 +384,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if !pool_is_ours() {
+            return;
+        }
         let Ok(mut guard) = POOL.lock() else { return };
         let Some(pool) = guard.as_mut() else { return };
         for &i in &self.slots {
@@ -285,7 +400,15 @@ impl Drop for Lease {
 /// Fills slots for a child that will close every fd but `stdio`, `errpipe` and `keep`, or
 /// None (spawn with the plain copy).
 pub fn lease(stdio: [i32; 3], errpipe: i32, keep: &[i32]) -> Option<(Lease, Relay)> {
-    if !ENABLED.load(Ordering::Relaxed) || !sys::NATIVE_SPAWN {
+    if !sys::NATIVE_SPAWN || !enabled() {
+        return None;
+    }
+    let needed = stdio.iter().chain(keep).chain(std::iter::once(&errpipe));
+    if needed.copied().max().unwrap_or(-1) < SMALL_TABLE {
+        return None;
+    }
+    init();
+    if !pool_is_ours() {
         return None;
     }
     let mut guard = POOL.lock().ok()?;
@@ -319,7 +442,9 @@ pub fn lease(stdio: [i32; 3], errpipe: i32, keep: &[i32]) -> Option<(Lease, Rela
     let id = NEXT_LEASE.fetch_add(1, Ordering::Relaxed);
     for (n, &(fd, i)) in fills.iter().enumerate() {
         DONE[i].store(0, Ordering::Relaxed);
+        HELD.fetch_or(1 << i, Ordering::AcqRel);
         if sys::dup_onto(fd, pool.slots[i]).is_err() {
+            HELD.fetch_and(!(1 << i), Ordering::Release);
             // Not an fd (EBADF): the plain copy makes the child report it as Popen would.
             for &(_, j) in &fills[..n] {
                 pool.restore(j);

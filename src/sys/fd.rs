@@ -204,6 +204,18 @@ pub fn identity(fd: RawFd) -> Option<(u64, u64)> {
     Some((st.st_dev, st.st_ino))
 }
 
+/// Runs `f` in the child of every `fork()` from now on (pthread_atfork), in the only thread
+/// the child has, before `os.fork()` returns there. `f` must be async-signal-safe.
+pub fn at_fork_child(f: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: registers a handler with no prepare/parent parts; `f` is a plain function that
+    // lives for the whole program.
+    let r = unsafe { libc::pthread_atfork(None, None, Some(f)) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
 /// Closes a descriptor number we own but do not hold as an `OwnedFd`.
 pub fn close_raw(fd: RawFd) {
     // SAFETY: the caller owns `fd` (checked with `identity`) and never uses it again.

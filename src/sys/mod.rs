@@ -29,8 +29,9 @@ pub use child::{
     restore_signals, CStrArray, ChildStack, NATIVE_SPAWN,
 };
 pub use fd::{
-    close_raw, dup_at_least, dup_cloexec, dup_onto, grow_pipe, identity, own_fd, pipe_cloexec,
-    poll_in, poll_in_timeout, read, read_into_spare, set_nonblocking, unique_placeholder, write,
+    at_fork_child, close_raw, dup_at_least, dup_cloexec, dup_onto, grow_pipe, identity, own_fd,
+    pipe_cloexec, poll_in, poll_in_timeout, read, read_into_spare, set_nonblocking,
+    unique_placeholder, write,
 };
 pub use proc::{
     kill, pidfd_open, pidfd_send_signal, reap_blocking, reap_nohang, returncode_from_siginfo,
