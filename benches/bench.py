@@ -58,9 +58,9 @@ LIMIT_BIN = LIMIT_TARGET / "release" / "rsubprocess-bench-limit"
 KiB = 1 << 10
 MiB = 1 << 20
 IMPLS = ("asyncio", "uvloop", "rsubprocess", "rsubprocess+uvloop")
-# Not run by default: rsubprocess with its low-fd spawn slots turned on (src/spawn/relay.rs; off
-# by default for now), for `--impls ...,rsubprocess-slots`.
-EXTRA_IMPLS = ("rsubprocess-slots",)
+# Not run by default: rsubprocess with its low-fd spawn slots turned off (src/spawn/relay.rs; on
+# by default), to compare, with `--impls ...,rsubprocess-copy`.
+EXTRA_IMPLS = ("rsubprocess-copy",)
 LIMIT = "limit"
 CHUNK_F = 64 * KiB  # (f): the child alternates chunks of this size
 SMOKE_SCALE = 1 / 64
@@ -809,10 +809,10 @@ def worker(key: str, impl: str, scale: float) -> int:
     if impl.startswith("rsubprocess"):
         import rsubprocess as api
 
-        if impl == "rsubprocess-slots":
+        if impl == "rsubprocess-copy":
             from rsubprocess import _core
 
-            _core._set_fd_relay(True)
+            _core._set_fd_relay(False)
     else:
         api = asyncio.subprocess
     if impl.endswith("uvloop"):
