@@ -248,15 +248,19 @@ FORK_DURING_SPAWN = textwrap.dedent(
     os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})
     # A table past the kernel's first 64 fds, where rsubprocess uses its slots.
     extra = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(100)]
-    slots = []
+    pool = []  # the placeholder, then the slots
     if impl.__name__ == "rsubprocess":
         from rsubprocess import _core
         _core._set_fd_relay(True)
-        slots = _core._fd_relay_slots()[1:]
+        pool = _core._fd_relay_slots()
+    slots = pool[1:]
 
     def filled():
         links = [os.readlink(f"/proc/self/fd/{{fd}}") for fd in slots]
         return [link for link in links if "rsubprocess-slot" not in link]
+
+    def open_slots():
+        return [fd for fd in pool if os.path.exists(f"/proc/self/fd/{{fd}}")]
 
     async def main():
         in_window = 0
@@ -269,14 +273,15 @@ FORK_DURING_SPAWN = textwrap.dedent(
                 warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
                 pid = os.fork()
             if pid == 0:
-                os.write(w, repr(filled()).encode())
+                os.write(w, repr(open_slots()).encode())
                 time.sleep(60)  # a long-lived forked worker, holding whatever it inherited
                 os._exit(0)
             os.close(w)
             try:
-                assert os.read(r, 100) == b"[]", "the forked process kept slot copies"
-                proc = await task
-                # EOF comes when `true` exits, not when the forked process does.
+                assert os.read(r, 100) == b"[]", "the forked process kept the pool's fds"
+                # The spawn completes (its error pipe reaches EOF) and stdout's EOF comes
+                # when `true` exits, not when the forked process does.
+                proc = await asyncio.wait_for(task, 10)
                 assert await asyncio.wait_for(proc.stdout.read(), 10) == b""
                 assert await proc.wait() == 0
             finally:

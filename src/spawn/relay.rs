@@ -34,10 +34,10 @@
 //!
 //! `os.fork()` while a slot holds a child's pipe end would give the forked process a copy
 //! that nothing there ever closes (a multiprocessing worker would keep a pipe from reaching
-//! EOF for as long as it lives). A pthread_atfork handler puts the placeholder back into every
-//! filled slot in the forked process, without the pool's lock (another thread may hold it,
-//! and does not exist there): the fds and which slots are filled are also kept in atomics.
-//! A forked process never uses the pool it inherited; it copies its table as before.
+//! EOF for as long as it lives). A forked process never uses the pool it inherited (it copies
+//! its table as before), so a pthread_atfork handler closes all of the pool's fds there,
+//! without the pool's lock (another thread may hold it, and does not exist there): the fds
+//! and which slots are filled are also kept in atomics.
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -82,29 +82,32 @@ fn pool_is_ours() -> bool {
     OWNER_PID.load(Ordering::Acquire) == std::process::id()
 }
 
-/// In the forked process (its only thread): no slot keeps a copy of the parent's child's fds.
-/// Only async-signal-safe calls (fstat, dup3, close).
+/// In the forked process (its only thread): it never uses the pool it inherited, so it gets
+/// none of its fds, above all no slot still holding a copy of the parent's child's pipe end.
+/// Only async-signal-safe calls (fstat, close).
 extern "C" fn after_fork_child() {
-    let held = HELD.load(Ordering::Acquire);
-    if held == 0 {
+    let master = MASTER_FD.load(Ordering::Acquire);
+    if master < 0 {
         return;
     }
-    let master = MASTER_FD.load(Ordering::Acquire);
     let id = (
         MASTER_ID[0].load(Ordering::Relaxed),
         MASTER_ID[1].load(Ordering::Relaxed),
     );
-    let master_ok = master >= 0 && sys::identity(master) == Some(id);
+    let held = HELD.load(Ordering::Acquire);
     for (i, slot) in SLOT_FDS.iter().enumerate() {
-        if held & (1 << i) == 0 {
-            continue;
-        }
         let fd = slot.load(Ordering::Relaxed);
-        if !master_ok || sys::dup_onto(master, fd).is_err() {
+        // A filled slot is ours whatever it holds; an idle one only if it still holds the
+        // placeholder (someone else may have closed and reused the number).
+        if fd >= 0 && (held & (1 << i) != 0 || sys::identity(fd) == Some(id)) {
             sys::close_raw(fd);
         }
     }
+    if sys::identity(master) == Some(id) {
+        sys::close_raw(master);
+    }
     HELD.store(0, Ordering::Release);
+    MASTER_FD.store(-1, Ordering::Release);
 }
 
 /// What a relayed child does, prepared by the parent (the child only reads it).
