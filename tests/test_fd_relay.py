@@ -73,6 +73,33 @@ def _pipe_at(fd: int) -> tuple[int, int]:
     return fd, w
 
 
+# For the fresh-interpreter tests: three piped spawns of `echo`, each checked.
+SPAWN_ECHO_3 = """
+async def main():
+    for _ in range(3):
+        proc = await rsubprocess.create_subprocess_exec("echo", "ok", stdout=rsubprocess.PIPE)
+        assert await proc.stdout.read() == b"ok\\n"
+        assert await proc.wait() == 0
+
+asyncio.run(main())
+"""
+
+
+def run_fresh(code: str, env=None, timeout=60) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter (``-X dev``): the slots are per process."""
+    return subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def _env_without_slots_setting() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "RSUBPROCESS_SPAWN_SLOTS"}
+
+
 def test_child_gets_stdio_and_pass_fds_at_their_numbers_and_nothing_else(
     impl, run, loop_kind, table, relay
 ):
@@ -212,15 +239,7 @@ def test_slot_taken_over_by_someone_else_is_never_written_over():
         r, w = os.pipe()
         os.dup2(r, victim)  # someone else's pipe now lives at our slot's number
         before = os.fstat(victim)
-
-        async def main():
-            for _ in range(3):
-                proc = await rsubprocess.create_subprocess_exec(
-                    "echo", "ok", stdout=rsubprocess.PIPE)
-                assert await proc.stdout.read() == b"ok\\n"
-                assert await proc.wait() == 0
-
-        asyncio.run(main())
+        SPAWN_ECHO_3
         after = os.fstat(victim)
         assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)
         os.write(w, b"still mine")
@@ -230,10 +249,8 @@ def test_slot_taken_over_by_someone_else_is_never_written_over():
         assert all(not os.path.exists(f"/proc/self/fd/{fd}") for fd in gone), slots
         print("ok")
         """
-    )
-    res = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True, timeout=60
-    )
+    ).replace("SPAWN_ECHO_3", SPAWN_ECHO_3)
+    res = run_fresh(code)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "ok\n"
 
@@ -300,12 +317,7 @@ def test_fork_while_slots_are_filled_keeps_no_pipe_open(mod):
     """os.fork() (a multiprocessing worker) between a spawn and the loop's sweep: the forked
     process must not keep the child's pipe ends through the slots, or the parent's read would
     wait for that process to exit. Fresh interpreter: forks, pins itself to one CPU."""
-    res = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", FORK_DURING_SPAWN.format(mod=mod)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = run_fresh(FORK_DURING_SPAWN.format(mod=mod), timeout=120)
     assert res.returncode == 0, res.stderr
     if mod == "rsubprocess":
         # Otherwise the test proved nothing: the fork must have hit the window at least once.
@@ -331,45 +343,18 @@ def test_slots_reserved_only_where_they_pay(extra_fds, nofile, reserved):
             resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile!r}, resource.getrlimit(
                 resource.RLIMIT_NOFILE)[1]))
         extra = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range({extra_fds})]
-
-        async def main():
-            for _ in range(3):
-                proc = await rsubprocess.create_subprocess_exec(
-                    "echo", "ok", stdout=rsubprocess.PIPE)
-                assert await proc.stdout.read() == b"ok\\n"
-                assert await proc.wait() == 0
-
-        asyncio.run(main())
+        SPAWN_ECHO_3
         print(len(_core._fd_relay_slots()))
         """
-    )
-    env = {k: v for k, v in os.environ.items() if k != "RSUBPROCESS_SPAWN_SLOTS"}
-    res = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    ).replace("SPAWN_ECHO_3", SPAWN_ECHO_3)
+    res = run_fresh(code, env=_env_without_slots_setting())
     assert res.returncode == 0, res.stderr
     assert int(res.stdout) == (17 if reserved else 0)
 
 
 def test_slots_turned_off_by_environment():
     code = "from rsubprocess import _core; print(_core._set_fd_relay(False))"
-    res = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "RSUBPROCESS_SPAWN_SLOTS": "0"},
-    )
+    res = run_fresh(code, env={**os.environ, "RSUBPROCESS_SPAWN_SLOTS": "0"})
     assert res.stdout == "False\n", res.stderr
-    res = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if k != "RSUBPROCESS_SPAWN_SLOTS"},
-    )
+    res = run_fresh(code, env=_env_without_slots_setting())
     assert res.stdout == "True\n", res.stderr
