@@ -9,8 +9,10 @@
 //! `close_range(lo, ~0, CLOSE_RANGE_UNSHARE)`, which copies only the fds below `lo`
 //! (fs/file.c, `__close_range`). The fds the child needs are usually far above `lo`: new pipes
 //! land at the top of a dense table. So the parent first duplicates them into *slots*, a few
-//! low fds reserved by the first spawn that uses them (one whose fds are above the kernel's
-//! first 64-entry table), which hold a placeholder (a memfd) while idle. The child moves pass_fds back to their own numbers.
+//! fds that hold a placeholder (a memfd) while idle, reserved at the lowest free numbers by
+//! the first spawn that uses them (one whose fds are above the kernel's first 64-entry
+//! table): a table that grows to thousands later still has its slots near 64-100. The child
+//! moves pass_fds back to their own numbers.
 //!
 //! The parent must not put the placeholders back before the child has its own table, and it
 //! must not wait for that either: with the CPUs busy a new child can wait in a run queue for
