@@ -5,7 +5,7 @@ only the bottom of the parent's table (``src/spawn/relay.rs``); with the slots o
 free, the child copies the whole table as before. What the child sees must not depend on
 which: the same fds at the same numbers, the same errors, as CPython's own Popen
 (``[asyncio-*]``, the reference). The large table (3000 extra fds) puts every fd the child
-needs far above the slots; with the small one (below 64 fds) rsubprocess copies either way.
+needs far above the slots (with the small one, the slots are used only for fds past 64).
 """
 
 from __future__ import annotations
