@@ -267,8 +267,8 @@ fn enabled() -> bool {
 }
 
 /// Reserves the slots, once per process, by the first spawn that would use them (or
-/// `set_enabled(true)`): early, while the table is small, so they are low. Best effort:
-/// without them spawns copy. Never blocks: a spawn racing the reservation copies.
+/// `set_enabled(true)`), at the lowest free numbers then. Best effort: without them spawns
+/// copy. Never blocks: a spawn racing the reservation copies.
 fn init() {
     if INIT_STATE
         .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
