@@ -58,6 +58,9 @@ pub struct ChildSpec {
     pub rlimits: Vec<(i32, u64, u64)>,
     /// Set: the child was cloned with CLONE_FILES and unshares all but the low fds first.
     pub relay: Option<Relay>,
+    /// Tests only (`_core._set_exec_gate`): an fd the child reads one byte from before doing
+    /// anything else, so a test can hold it between clone and exec; -1 for none.
+    pub exec_gate: i32,
 }
 
 impl ChildSpec {
@@ -99,6 +102,7 @@ impl ChildSpec {
             parent_pid: std::process::id() as i32,
             rlimits: Vec::new(),
             relay: None,
+            exec_gate: -1,
         }
     }
 }
@@ -152,6 +156,9 @@ fn unshare(r: &Relay) {
 }
 
 pub fn run(s: &ChildSpec) -> libc::c_int {
+    if s.exec_gate >= 0 {
+        raw::read_byte(s.exec_gate);
+    }
     let f = match &s.relay {
         Some(r) => {
             unshare(r);

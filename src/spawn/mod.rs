@@ -52,6 +52,8 @@ pub struct SpawnJob {
     /// The low-fd slots this child copies its fds from (see `relay`), until it has its own
     /// table (or is dead). While held, the error pipe cannot reach EOF: a slot holds a copy.
     lease: Option<relay::Lease>,
+    /// What the error pipe said, once read to the end (`None` inside: exec succeeded).
+    outcome: Option<Option<(Stage, i32)>>,
 }
 
 impl SpawnJob {
@@ -74,6 +76,9 @@ impl SpawnJob {
 
     /// Reads the error pipe to the end; `None` means exec succeeded.
     fn read_result(&mut self, block: bool) -> Option<Option<(Stage, i32)>> {
+        if self.outcome.is_some() {
+            return self.outcome;
+        }
         let mut buf = [0u8; 5];
         let mut got = 0;
         loop {
@@ -115,12 +120,13 @@ impl SpawnJob {
         }
         self.errpipe = None;
         self.release();
-        Some((got == 5).then(|| {
+        self.outcome = Some((got == 5).then(|| {
             (
                 Stage::from_byte(buf[0]),
                 i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]),
             )
-        }))
+        }));
+        self.outcome
     }
 
     fn error(&mut self, py: Python<'_>, stage: Stage, errno: i32) -> PyErr {
@@ -164,6 +170,49 @@ impl SpawnJob {
             loop_: r#loop,
             fut: None,
             pidfd_watched: None,
+        })
+    }
+
+    /// Waits, with the GIL released, up to `timeout_us` for the exec (or its failure), and less
+    /// as soon as `loop_fd` -- the loop's own epoll fd -- is readable: for the caller to call
+    /// when its loop has nothing else to run before `timeout_us` (no ready callback, no timer
+    /// due), so this sleep stands in for the loop's own and delays nothing. The exec result
+    /// then waits for `wait_exec`, which completes without a trip through the loop. That trip
+    /// (a reader registered and removed, a wake-up, a task step) cost ~20 us more parent CPU
+    /// per spawn than this wait (issue 6), and where the child shares the parent's CPU, as on
+    /// a small VM, the parent's CPU is part of the spawn's latency. Returns whether the exec
+    /// result is in.
+    ///
+    /// Not awaitable, so nothing to cancel; a signal ends the wait early.
+    fn _wait_idle(&mut self, py: Python<'_>, loop_fd: i32, timeout_us: u64) -> bool {
+        if self.outcome.is_some() {
+            return true;
+        }
+        py.detach(|| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_micros(timeout_us);
+            loop {
+                let Some(err) = self.errpipe.as_ref().map(|f| f.as_raw_fd()) else {
+                    return true;
+                };
+                // Held slots keep the error pipe from reaching EOF; a child killed before it
+                // unshared sends no marker, so its exit must end the wait too.
+                let pidfd = match (&self.lease, &self.pidfd) {
+                    (Some(_), Some(p)) => p.as_raw_fd(),
+                    _ => -1,
+                };
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                match sys::poll_any_us(&[loop_fd, err, pidfd], left.as_micros() as u64) {
+                    Some(1) | Some(2) => {
+                        if self.read_result(false).is_some() {
+                            return true;
+                        }
+                    }
+                    _ => return false,
+                }
+            }
         })
     }
 
@@ -328,6 +377,7 @@ pub fn spawn(
     ));
     spec.pdeathsig = pdeathsig;
     spec.rlimits = rlimits;
+    spec.exec_gate = EXEC_GATE.load(std::sync::atomic::Ordering::Relaxed);
     let stack = sys::ChildStack::new(CHILD_STACK).map_err(|e| errors::os_error(&e))?;
     // Slots filled here are the child's until it has a table of its own; the SpawnJob keeps
     // the lease until then (see `settle_lease`).
@@ -367,7 +417,17 @@ pub fn spawn(
         setup_filename: setup_filename.map(|(f,)| f),
         registered: None,
         lease,
+        outcome: None,
     })
+}
+
+static EXEC_GATE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Tests only: children spawned from now on read one byte from `fd` before anything else
+/// (-1: no gate), so a test can hold a child between clone and exec. Returns the previous fd.
+#[pyfunction]
+pub fn _set_exec_gate(fd: i32) -> i32 {
+    EXEC_GATE.swap(fd, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Turns the low-fd slots of native spawn on or off (`relay`); returns the previous setting.

@@ -150,6 +150,15 @@ pub mod raw {
         ))
         .map(drop)
     }
+    /// Reads one byte (EINTR retried); for the tests' exec gate.
+    pub fn read_byte(fd: i32) {
+        let mut b = 0u8;
+        while raw6(
+            libc::SYS_read,
+            [fd as usize, &mut b as *mut u8 as usize, 1, 0, 0, 0],
+        ) == -(libc::EINTR as isize)
+        {}
+    }
     pub fn close(fd: i32) {
         raw6(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0]);
     }

@@ -122,6 +122,30 @@ pub fn poll_in_timeout(fd: &OwnedFd, ms: i32) -> bool {
     unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
 
+/// Waits up to `us` microseconds (`ppoll`: poll's timeout is in ms) for one of `fds` to be
+/// readable or hung up; the index of the first that is, or None (time up, or a signal).
+pub fn poll_any_us(fds: &[RawFd], us: u64) -> Option<usize> {
+    let mut p = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; 4];
+    let n = fds.len().min(p.len());
+    for (slot, &fd) in p.iter_mut().zip(&fds[..n]) {
+        slot.fd = fd;
+    }
+    let ts = libc::timespec {
+        tv_sec: (us / 1_000_000) as libc::time_t,
+        tv_nsec: ((us % 1_000_000) * 1000) as libc::c_long,
+    };
+    // SAFETY: `n` pollfds and a timespec on our stack, valid for the call; no signal mask.
+    let r = unsafe { libc::ppoll(p.as_mut_ptr(), n as libc::nfds_t, &ts, std::ptr::null()) };
+    if r <= 0 {
+        return None;
+    }
+    p[..n].iter().position(|q| q.revents != 0)
+}
+
 /// Whether `fd` is readable now (a pidfd: the child has exited).
 pub fn poll_in(fd: &OwnedFd) -> bool {
     poll_in_timeout(fd, 0)

@@ -7,7 +7,7 @@
 //! What lives where (everything is re-exported here, so callers write `sys::read`,
 //! `sys::raw::dup2`, `sys::ChildStack`, ...):
 //! - `fd`: descriptors: `own_fd`, non-blocking mode, EINTR-retried `read`/`write`,
-//!   `poll_in`, `dup_cloexec`, `pipe_cloexec`, `grow_pipe`, and the spawn slots'
+//!   `poll_in`, `poll_any_us`, `dup_cloexec`, `pipe_cloexec`, `grow_pipe`, and the spawn slots'
 //!   `unique_placeholder`, `dup_at_least`, `dup_onto`, `identity`, `close_raw`
 //! - `proc`: processes: pidfds, `kill`, reaping (`reap_nohang`, `reap_blocking`,
 //!   `wait_exit_noreap`) and the `Usage` it reports, `returncode_from_siginfo`, `strerror`
@@ -30,7 +30,7 @@ pub use child::{
 };
 pub use fd::{
     at_fork_child, close_raw, dup_at_least, dup_cloexec, dup_onto, grow_pipe, identity, own_fd,
-    pipe_cloexec, poll_in, poll_in_timeout, read, read_into_spare, set_nonblocking,
+    pipe_cloexec, poll_any_us, poll_in, poll_in_timeout, read, read_into_spare, set_nonblocking,
     unique_placeholder, write,
 };
 pub use proc::{
