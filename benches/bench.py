@@ -539,12 +539,8 @@ async def bare_spawn_wait(loop: asyncio.AbstractEventLoop, spawn_args: tuple[Any
     pidfd awaited through a bare ``add_reader`` -- no argument handling, no ``Process``, no
     streams, no reaping bookkeeping (private API)."""
     from rsubprocess import _core
-    from rsubprocess.subprocess import _idle_window
 
     job = _core.spawn(*spawn_args)
-    loop_fd, window_us = _idle_window(loop)  # as create_subprocess_exec: see _wait_idle
-    if window_us:
-        job._wait_idle(loop_fd, window_us)
     await job.wait_exec(loop)
     fd = job.take_pidfd()
     fut = loop.create_future()

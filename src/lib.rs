@@ -37,6 +37,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(spawn::native_spawn_available, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::_set_fd_relay, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::_set_exec_gate, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        bridge::looputil::_register_idle_window,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(spawn::_fd_relay_slots, m)?)?;
     // asyncio.create_task()/ensure_future() accept registered Coroutine types.
     py.import("collections.abc")?

@@ -1,11 +1,12 @@
-"""A spawn waits for its exec in place of an idle loop's sleep, and never longer than that.
+"""Spawn and ``wait()`` wait in place of an idle loop's sleep, and never longer than that.
 
-On asyncio's selector loop, rsubprocess's native spawn waits for the child's exec inside the
-spawning task's step when the loop has nothing else to do (``_idle_window``), instead of a
-trip through the loop; the wait ends as soon as the loop would have woken: an fd it watches
-becomes ready, its next timer is due. These tests hold a child between clone and exec with the
-tests-only exec gate (``_core._set_exec_gate``) and check both ends. The behavioural ones run
-on asyncio too, where the gate does nothing (its spawn is Popen's, which has exec'd on return).
+On asyncio's selector loop, rsubprocess waits for a child's exec (in ``create_subprocess_exec``)
+and for its exit (in ``wait()``) inside the awaiting task's step when the loop has nothing else
+to do (``_idle_window``), instead of a trip through the loop; the wait ends as soon as the loop
+would have woken: an fd it watches becomes ready, its next timer is due. These tests check
+both ends. Exec: a child is held between clone and exec with the tests-only exec gate
+(``_core._set_exec_gate``). Exit: a child that runs until killed. The behavioural tests run on
+asyncio too, where the gate does nothing (its spawn is Popen's, which has exec'd on return).
 
 The wait's cap is raised to an hour in the behavioural tests, so a wait that missed the loop's
 wake-up would hang the test instead of falling back to the loop a little later.
@@ -221,3 +222,83 @@ def test_loop_runs_a_timer_due_while_an_exec_is_pending(impl, run, gate, no_cap)
         return await proc.wait()
 
     assert run(main()) == 0
+
+
+# --- and while a wait() is pending ----------------------------------------------------------
+
+
+def test_loop_serves_io_while_a_wait_is_pending(impl, run, no_cap):
+    """A reader callback kills the child: wait() can only return if the loop runs it."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        proc = await impl.create_subprocess_exec("sleep", "3600")
+        r, w = os.pipe()
+
+        def on_readable() -> None:
+            os.read(r, 1)
+            loop.remove_reader(r)
+            proc.kill()
+
+        loop.add_reader(r, on_readable)
+        writer = threading.Timer(0.01, os.write, (w, b"x"))
+        writer.start()
+        try:
+            return await proc.wait()
+        finally:
+            writer.join()
+            loop.remove_reader(r)
+            os.close(r)
+            os.close(w)
+
+    assert run(main()) == -9
+
+
+def test_loop_runs_a_timer_due_while_a_wait_is_pending(impl, run, no_cap):
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        proc = await impl.create_subprocess_exec("sleep", "3600")
+        loop.call_later(0.005, proc.kill)
+        return await proc.wait()
+
+    assert run(main()) == -9
+
+
+def test_wait_timeout_expires_while_the_loop_is_idle(impl, run, no_cap):
+    import subprocess
+
+    async def main() -> int:
+        proc = await impl.create_subprocess_exec("sleep", "3600")
+        try:
+            if impl.name == "rsubprocess":
+                with pytest.raises(subprocess.TimeoutExpired):
+                    await proc.wait(timeout=0.02)
+            else:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 0.02)
+        finally:
+            proc.kill()
+        return await proc.wait()
+
+    assert run(main()) == -9
+
+
+def test_exit_seen_in_an_idle_wait_wakes_the_other_waiters(impl, run, no_cap):
+    """Task a waits through the loop; task b, alone with an idle loop, sees the exit (a thread
+    kills the child) and reaps: a's wake-up must go through the loop, not step a inside b."""
+
+    async def main() -> list[int]:
+        proc = await impl.create_subprocess_exec("sleep", "3600")
+
+        async def b() -> int:
+            await asyncio.sleep(0)  # a is waiting by now
+            return await proc.wait()
+
+        killer = threading.Timer(0.02, proc.kill)
+        killer.start()
+        try:
+            return list(await asyncio.gather(proc.wait(), b()))
+        finally:
+            killer.join()
+
+    assert run(main()) == [-9, -9]

@@ -1,7 +1,7 @@
 """Native core of rsubprocess (Rust, PyO3). Private: use the ``rsubprocess`` package."""
 
 from collections.abc import Coroutine, Generator, Iterable
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from typing_extensions import Self, disjoint_base, final
 
@@ -15,6 +15,7 @@ __all__ = [
     "Waiter",
     "_fd_relay_slots",
     "_join_watchers",
+    "_register_idle_window",
     "_register_stream_types",
     "_set_exec_gate",
     "_set_fd_relay",
@@ -167,6 +168,7 @@ class Process:
     @property
     def rusage(self) -> Any: ...
 
+def _register_idle_window(f: Callable[[Any], tuple[int, int]]) -> None: ...
 def _register_stream_types(reader: type[StreamReader], writer: type[StreamWriter]) -> None: ...
 def reader_limit(limit: Any) -> int: ...
 def _join_watchers(timeout: float) -> None: ...

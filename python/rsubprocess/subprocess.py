@@ -178,6 +178,10 @@ def _idle_window(loop: Any) -> tuple[int, int]:
     return selector.fileno(), int(window * 1e6)
 
 
+# Looked up at each call, so a test or benchmark can replace _idle_window.
+_core._register_idle_window(lambda loop: _idle_window(loop))
+
+
 def _unread(reader: Optional[StreamReader]) -> Optional[bytes]:
     return None if reader is None else bytes(reader._buffer)
 
@@ -338,9 +342,6 @@ async def _create(
         os.close(fd)
     if job is not None:
         try:
-            loop_fd, window_us = _idle_window(loop)
-            if window_us:
-                job._wait_idle(loop_fd, window_us)
             await job.wait_exec(loop)
         except BaseException:
             # Exec failed (the child is reaped already), or we were cancelled: no orphan.

@@ -2,6 +2,29 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+/// `rsubprocess.subprocess._idle_window`, registered at import (`_register_idle_window`).
+static IDLE_WINDOW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Registers the function that says how long a loop would sleep right now (see `idle_window`).
+#[pyfunction]
+pub fn _register_idle_window(py: Python<'_>, f: Py<PyAny>) {
+    let _ = IDLE_WINDOW.set(py, f);
+}
+
+/// `(the loop's epoll fd, microseconds)` when `loop_` has nothing to run for that long and any
+/// fd it watches becoming ready makes that fd readable: a wait there, on that fd too, stands in
+/// for the loop's own sleep and delays nothing. None when busy, or for loops that do not show
+/// it (uvloop). The rules are Python's (`rsubprocess.subprocess._idle_window`), where asyncio's
+/// loop attributes are read.
+pub fn idle_window(py: Python<'_>, loop_: &Py<PyAny>) -> PyResult<Option<(i32, u64)>> {
+    let Some(f) = IDLE_WINDOW.get(py) else {
+        return Ok(None);
+    };
+    let (fd, us): (i32, u64) = f.call1(py, (loop_,))?.extract(py)?;
+    Ok((us > 0 && fd >= 0).then_some((fd, us)))
+}
 
 /// The future an op yields while it waits: our `Waiter` (see `bridge::waiter`).
 pub fn create_future(py: Python<'_>, loop_: &Py<PyAny>) -> PyResult<Py<PyAny>> {

@@ -201,6 +201,53 @@ impl Process {
         }
     }
 
+    /// Reaps if the child has exited, stops the watch and wakes the exit waiters (stepping
+    /// them right here with `step_now`: only from a callback the loop invoked). The returncode,
+    /// or None while the child runs.
+    fn finish_exit(slf: &Bound<'_, Self>, step_now: bool) -> PyResult<Option<i32>> {
+        let py = slf.py();
+        let mut p = slf.borrow_mut();
+        if !p.reap_now(py) {
+            return Ok(None);
+        }
+        p.stop_watch(py)?;
+        let rc = p.returncode.expect("reaped");
+        let waiters = std::mem::take(&mut p.exit_waiters);
+        drop(p);
+        for w in waiters {
+            waiter::resolve(py, &w, rc.into_pyobject(py)?.into_any().unbind(), step_now)?;
+        }
+        Ok(Some(rc))
+    }
+
+    /// From a task's step, when its loop is idle (`looputil::idle_window`): waits up to that
+    /// window for the exit, with the GIL released and no borrow held, and ends as the loop's
+    /// own sleep would (an fd it watches ready, a signal). The returncode if the child exited
+    /// meanwhile (reaped, watch stopped, other waiters woken through `call_soon`).
+    pub(crate) fn wait_idle(slf: &Bound<'_, Self>) -> PyResult<Option<i32>> {
+        let py = slf.py();
+        let (pidfd, loop_) = {
+            let p = slf.borrow();
+            if p.returncode.is_some() || !p.pidfd_registered {
+                return Ok(p.returncode);
+            }
+            let Some(fd) = p.pidfd.as_ref() else {
+                return Ok(None);
+            };
+            (fd.as_raw_fd(), p.loop_.clone_ref(py))
+        };
+        let Some((loop_fd, us)) = looputil::idle_window(py, &loop_)? else {
+            return Ok(None);
+        };
+        // The pidfd is also in the loop's epoll set, so both turn readable at exit: it comes
+        // first. Should another thread close it meanwhile (nothing here does), the poll sees a
+        // stranger's fd at worst, and reap_now finds the child still running.
+        if py.detach(|| sys::poll_any_us(&[pidfd, loop_fd], us)) != Some(0) {
+            return Ok(None);
+        }
+        Process::finish_exit(slf, false)
+    }
+
     fn stop_watch(&mut self, py: Python<'_>) -> PyResult<()> {
         if std::mem::take(&mut self.pidfd_registered) {
             if let Some(fd) = &self.pidfd {
@@ -275,20 +322,8 @@ impl Process {
     }
 
     fn _on_exit(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let mut p = slf.borrow_mut();
-        if !p.reap_now(py) {
-            return Ok(());
-        }
-        p.stop_watch(py)?;
-        let rc = p.returncode.expect("reaped");
-        let waiters = std::mem::take(&mut p.exit_waiters);
-        drop(p);
         // Called by the loop (pidfd readable, or call_soon): the waiting tasks step right here.
-        for w in waiters {
-            waiter::resolve(py, &w, rc.into_pyobject(py)?.into_any().unbind(), true)?;
-        }
-        Ok(())
+        Process::finish_exit(slf, true).map(drop)
     }
 
     #[getter]

@@ -24,6 +24,9 @@ impl WaitOp {
 impl Op for WaitOp {
     fn poll(&mut self, py: Python<'_>) -> PyResult<Poll> {
         self.fut = None;
+        if let Some(rc) = Process::wait_idle(self.p.bind(py))? {
+            return Ok(Poll::Ready(rc.into_pyobject(py)?.into_any().unbind()));
+        }
         let mut p = self.p.borrow_mut(py);
         if let Some(rc) = p.returncode {
             return Ok(Poll::Ready(rc.into_pyobject(py)?.into_any().unbind()));

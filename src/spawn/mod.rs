@@ -285,6 +285,12 @@ impl Op for ExecWaitOp {
     fn poll(&mut self, py: Python<'_>) -> PyResult<Poll> {
         self.unregister(py);
         let mut j = self.job.borrow_mut(py);
+        if j.outcome.is_none() {
+            // An idle loop would only sleep until the exec lands: wait for it here.
+            if let Some((loop_fd, us)) = looputil::idle_window(py, &self.loop_)? {
+                j._wait_idle(py, loop_fd, us);
+            }
+        }
         match j.read_result(false) {
             Some(None) => Ok(Poll::Ready(py.None())),
             Some(Some((stage, errno))) => Err(j.error(py, stage, errno)),
