@@ -35,6 +35,7 @@ import os
 import platform
 import random
 import resource
+import select
 import shlex
 import shutil
 import signal
@@ -536,17 +537,29 @@ def bare_spawn_args() -> tuple[Any, ...]:
 
 async def bare_spawn_wait(loop: asyncio.AbstractEventLoop, spawn_args: tuple[Any, ...]) -> None:
     """One spawn + wait with nothing but rsubprocess's native spawn and exec wait, then the
-    pidfd awaited through a bare ``add_reader`` -- no argument handling, no ``Process``, no
-    streams, no reaping bookkeeping (private API)."""
+    pidfd awaited as ``wait()`` does (in place of an idle loop's sleep, else through a bare
+    ``add_reader``) -- no argument handling, no ``Process``, no streams, no reaping
+    bookkeeping (private API)."""
     from rsubprocess import _core
+    from rsubprocess.subprocess import _idle_window
 
     job = _core.spawn(*spawn_args)
-    await job.wait_exec(loop)
+    await job.wait_exec(loop)  # waits in place of an idle loop's sleep, as the real path
     fd = job.take_pidfd()
-    fut = loop.create_future()
-    loop.add_reader(fd, fut.set_result, None)
-    await fut
-    loop.remove_reader(fd)
+    # The exit, as Process.wait() waits for it: in place of an idle loop's sleep, else
+    # through the loop.
+    loop_fd, window_us = _idle_window(loop)
+    exited = False
+    if window_us:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(loop_fd, select.POLLIN)
+        exited = any(f == fd for f, _ in poller.poll(window_us // 1000))
+    if not exited:
+        fut = loop.create_future()
+        loop.add_reader(fd, fut.set_result, None)
+        await fut
+        loop.remove_reader(fd)
     status = os.waitid(os.P_PIDFD, fd, os.WEXITED)  # type: ignore[attr-defined]
     os.close(fd)
     check(status is not None and status.si_status == 0, "/bin/true failed")

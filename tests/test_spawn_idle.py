@@ -9,7 +9,8 @@ both ends. Exec: a child is held between clone and exec with the tests-only exec
 asyncio too, where the gate does nothing (its spawn is Popen's, which has exec'd on return).
 
 The wait's cap is raised to an hour in the behavioural tests, so a wait that missed the loop's
-wake-up would hang the test instead of falling back to the loop a little later.
+wake-up would hang the test instead of falling back to the loop a little later; their timers
+are due later than the shortest window (``_IDLE_WAIT_MIN``), so the wait does happen.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def gate():
 
 @pytest.fixture
 def no_cap(monkeypatch):
-    monkeypatch.setattr(rs_subprocess, "_IDLE_EXEC_WAIT", 3600.0)
+    monkeypatch.setattr(rs_subprocess, "_IDLE_WAIT_MAX", 3600.0)
 
 
 def _reap(job: Any) -> None:
@@ -80,7 +81,7 @@ def test_idle_window_of_an_idle_selector_loop_is_the_cap():
     loop = asyncio.new_event_loop()
     fd = loop._selector.fileno()  # type: ignore[attr-defined]
     window = _on_loop(loop, rs_subprocess._idle_window)
-    assert window == (fd, int(rs_subprocess._IDLE_EXEC_WAIT * 1e6))
+    assert window == (fd, int(rs_subprocess._IDLE_WAIT_MAX * 1e6))
 
 
 def test_idle_window_is_empty_with_a_callback_ready():
@@ -93,12 +94,20 @@ def test_idle_window_is_empty_with_a_callback_ready():
 
 def test_idle_window_ends_before_the_next_timer():
     def fn(loop: asyncio.AbstractEventLoop) -> Any:
-        loop.call_later(0.003, lambda: None)
+        loop.call_later(0.03, lambda: None)
         loop.call_later(3600, lambda: None)
         return rs_subprocess._idle_window(loop)
 
     fd, us = _on_loop(asyncio.new_event_loop(), fn)
-    assert fd >= 0 and 0 < us <= 3000
+    assert fd >= 0 and rs_subprocess._IDLE_WAIT_MIN * 1e6 <= us <= 30_000
+
+
+def test_idle_window_is_empty_with_a_timer_closer_than_the_shortest_window():
+    def fn(loop: asyncio.AbstractEventLoop) -> Any:
+        loop.call_later(rs_subprocess._IDLE_WAIT_MIN / 2, lambda: None)
+        return rs_subprocess._idle_window(loop)
+
+    assert _on_loop(asyncio.new_event_loop(), fn) == (-1, 0)
 
 
 def test_idle_window_is_empty_with_a_timer_due():
@@ -217,7 +226,7 @@ def test_loop_runs_a_timer_due_while_an_exec_is_pending(impl, run, gate, no_cap)
     async def main() -> int:
         loop = asyncio.get_running_loop()
         if impl.name == "rsubprocess":
-            loop.call_later(0.005, gate.release)
+            loop.call_later(0.03, gate.release)
         proc = await impl.create_subprocess_exec("/bin/true")
         return await proc.wait()
 
@@ -258,7 +267,7 @@ def test_loop_runs_a_timer_due_while_a_wait_is_pending(impl, run, no_cap):
     async def main() -> int:
         loop = asyncio.get_running_loop()
         proc = await impl.create_subprocess_exec("sleep", "3600")
-        loop.call_later(0.005, proc.kill)
+        loop.call_later(0.03, proc.kill)
         return await proc.wait()
 
     assert run(main()) == -9

@@ -10,9 +10,10 @@ repetitions, and prints the p50 latency of each (median over repetitions):
 - ``py-posix_spawn``: Python, blocking ``os.posix_spawn`` + ``os.waitpid``; no event loop.
 - ``py-rs-spawn``: Python, ``rsubprocess._core.spawn`` + a blocking wait for exec and exit
   (private API); no event loop: rsubprocess's spawn itself.
-- ``loop-minimal``: ``_core.spawn``, its exec wait, then the pidfd awaited with a bare
-  ``add_reader`` on asyncio's loop: the least any implementation on that loop could do with
-  rsubprocess's spawn (no argument handling, no ``Process``, no streams).
+- ``loop-minimal``: ``_core.spawn``, its exec wait, then the pidfd awaited as ``wait()`` does
+  (in place of an idle loop's sleep, else with a bare ``add_reader``) on asyncio's loop: the
+  least any implementation on that loop could do with rsubprocess's spawn (no argument
+  handling, no ``Process``, no streams).
 - ``rsubprocess``, ``asyncio``: ``create_subprocess_exec`` + ``wait()`` on asyncio's loop.
 
 Each mode also reports CPU per spawn (getrusage): the parent's, and the children's (``/bin/true``

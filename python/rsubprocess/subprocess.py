@@ -141,22 +141,25 @@ class Process(_core.Process):
         await asyncio.shield(_core.Process.wait(self))
 
 
-#: The longest a spawn waits for its exec in place of an idle loop's own sleep (seconds). An
-#: exec lands 0.1-0.3 ms after the clone; this only bounds a pathological one, which is then
-#: awaited through the loop as before. Not shorter: on the 2-vCPU KVM guest of issue 6, a
-#: ppoll timeout under ~2 ms cost ~18 us more CPU than a long one (likely the hrtimer that
-#: becomes the next event, programmed through a VM exit), which is about all the wait saves.
-#: Below the 0.1 s after which a debug loop warns about a slow callback.
-_IDLE_EXEC_WAIT = 0.05
+#: The longest a spawn or wait() waits in place of an idle loop's own sleep (seconds). An exec
+#: lands 0.1-0.3 ms after the clone; this only bounds a slow one, or a child's run, which is
+#: then awaited through the loop as before. Below the 0.1 s after which a debug loop warns
+#: about a slow callback.
+_IDLE_WAIT_MAX = 0.05
+#: The shortest window worth waiting in (seconds). On the 2-vCPU KVM guest of issue 6 a ppoll
+#: timeout under ~2 ms cost ~18 us more CPU than one of 5 ms or more (likely the hrtimer that
+#: becomes the next event, programmed through a VM exit), which is about all the wait saves;
+#: a loop whose next timer is that close (a heartbeat) takes its own trip instead.
+_IDLE_WAIT_MIN = 0.005
 _NOT_IDLE = (-1, 0)
 
 
 def _idle_window(loop: Any) -> tuple[int, int]:
     """``(epoll fd, microseconds)`` for which asyncio's selector loop ``loop`` would sleep in
-    its selector right now, capped at ``_IDLE_EXEC_WAIT``: nothing ready to run, not stopping,
+    its selector right now, capped at ``_IDLE_WAIT_MAX``: nothing ready to run, not stopping,
     no timer due sooner. Any fd the loop watches becoming ready makes the epoll fd readable,
-    which ends a wait on it at once. ``(-1, 0)`` when the loop is busy or does not show this
-    (uvloop, other selectors, other loops)."""
+    which ends a wait on it at once. ``(-1, 0)`` when the loop is busy, its next timer is due
+    within ``_IDLE_WAIT_MIN``, or it does not show this (uvloop, other selectors)."""
     if not isinstance(loop, base_events.BaseEventLoop):
         return _NOT_IDLE
     try:
@@ -168,12 +171,12 @@ def _idle_window(loop: Any) -> tuple[int, int]:
         return _NOT_IDLE
     if type(selector) is not selectors.EpollSelector:
         return _NOT_IDLE
-    window = _IDLE_EXEC_WAIT
+    window = _IDLE_WAIT_MAX
     if timers:
         # As _run_once counts a timer due: within the clock's resolution of now.
         due = timers[0]._when - loop.time() - loop._clock_resolution  # type: ignore[attr-defined]
         window = min(window, due)
-    if window <= 0:
+    if window < _IDLE_WAIT_MIN:
         return _NOT_IDLE
     return selector.fileno(), int(window * 1e6)
 
