@@ -2,7 +2,8 @@
 //!
 //! Exit is watched with a pidfd registered with the loop (`add_reader`) and reaped with
 //! `waitid(P_PIDFD, WNOHANG)` on the loop thread: no SIGCHLD handler, no `waitpid(-1)`, no
-//! thread per child. Where `pidfd_open` is unavailable, a short-lived thread blocks in
+//! thread per child; `wait()` on an idle loop polls the pidfd in place of the loop's sleep
+//! (`Process::wait_idle`). Where `pidfd_open` is unavailable, a short-lived thread blocks in
 //! `waitid(WNOWAIT)` (which does not reap) and hands over to the loop, which reaps (`watcher`).
 //! Signals go through the pidfd, so a reaped (and possibly recycled) pid is never signalled.
 //! Without any pidfd (Popen path on kernels before 5.3) the pid's start time, recorded at

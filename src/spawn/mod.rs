@@ -5,7 +5,9 @@
 //! stack in our memory while the loop thread returns at once. The child's exec closes the
 //! CLOEXEC error pipe; a failure before or in exec writes `(stage, errno)` to it instead.
 //! `SpawnJob.wait_exec()` awaits that pipe from the loop, so no thread is involved and the loop
-//! never stalls on a slow exec (asyncio's Popen and uvloop's spawn stall it for milliseconds).
+//! never stalls on a slow exec (asyncio's Popen and uvloop's spawn stall it for milliseconds);
+//! when the loop has nothing else to run, it waits in place of the loop's sleep instead
+//! (`SpawnJob::_wait_idle`, `looputil::idle_window`).
 //!
 //! What it will not do: `preexec_fn`, `user`/`group`/`extra_groups`, `pipesize` and file
 //! objects stay on the `subprocess.Popen` path, chosen in Python (`rsubprocess/subprocess.py`).
