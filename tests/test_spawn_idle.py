@@ -58,6 +58,16 @@ def no_cap(monkeypatch):
     monkeypatch.setattr(rs_subprocess, "_IDLE_WAIT_MAX", 3600.0)
 
 
+def _first_step_of_wait_exec(job: Any) -> None:
+    """One step of ``job.wait_exec`` (on a loop that is not running): it raises StopIteration
+    or the exec's error when the result is already in, and returns if it would suspend."""
+    loop = asyncio.new_event_loop()
+    try:
+        job.wait_exec(loop).send(None)
+    finally:
+        loop.close()
+
+
 def _reap(job: Any) -> None:
     fd = job.take_pidfd()
     os.waitid(os.P_PIDFD, fd, os.WEXITED)
@@ -153,12 +163,8 @@ def test_wait_idle_returns_at_once_when_the_loop_fd_is_ready(gate):
         gate.release()
         assert job._wait_idle(-1, 3_600_000_000) is True
         # The exec result is in: wait_exec completes without suspending.
-        loop = asyncio.new_event_loop()
-        try:
-            with pytest.raises(StopIteration):
-                job.wait_exec(loop).send(None)
-        finally:
-            loop.close()
+        with pytest.raises(StopIteration):
+            _first_step_of_wait_exec(job)
         _reap(job)
         job = None
     finally:
@@ -176,12 +182,8 @@ def test_wait_idle_reports_an_exec_failure_to_wait_exec(gate):
     job = _core.spawn(*args)
     gate.release()
     assert job._wait_idle(-1, 3_600_000_000) is True
-    loop = asyncio.new_event_loop()
-    try:
-        with pytest.raises(FileNotFoundError):
-            job.wait_exec(loop).send(None)
-    finally:
-        loop.close()
+    with pytest.raises(FileNotFoundError):
+        _first_step_of_wait_exec(job)
 
 
 # --- the loop keeps running while an exec is pending ----------------------------------------
