@@ -1,6 +1,7 @@
 //! `Process`: pid, returncode, exit watching, signals, `wait()` and `communicate()`.
 //!
-//! Exit is watched with a pidfd registered with the loop (`add_reader`) and reaped with
+//! Exit is watched with a pidfd in the loop's `bridge::Reactor` (one epoll instance per loop,
+//! registered with it by `add_reader`) and reaped with
 //! `waitid(P_PIDFD, WNOHANG)` on the loop thread: no SIGCHLD handler, no `waitpid(-1)`, no
 //! thread per child; `wait()` on an idle loop polls the pidfd in place of the loop's sleep
 //! (`Process::wait_idle`). Where `pidfd_open` is unavailable, a short-lived thread blocks in
@@ -19,7 +20,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use pyo3::prelude::*;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::bridge::{looputil, waiter, Coro};
+use crate::bridge::{looputil, waiter, Coro, Reactor};
 use crate::errors;
 use crate::streams::reader::StreamReader;
 use crate::streams::writer::StreamWriter;
@@ -33,6 +34,8 @@ pub struct Process {
     popen: Option<Py<PyAny>>,
     pidfd: Option<OwnedFd>,
     pidfd_registered: bool,
+    /// Where the pidfd is watched while `pidfd_registered`.
+    reactor: Option<Py<Reactor>>,
     pub(crate) returncode: Option<i32>,
     usage: Option<Usage>,
     pub(crate) exit_waiters: Vec<Py<PyAny>>,
@@ -73,7 +76,7 @@ impl Process {
             let cb = slf.getattr(intern!(py, "_on_exit"))?.unbind();
             let mut p = slf.borrow_mut();
             let raw = p.pidfd.as_ref().expect("has_pidfd").as_raw_fd();
-            looputil::add_reader(py, &p.loop_, raw, cb)?;
+            p.reactor = Some(Reactor::watch(py, &p.loop_, raw, cb)?);
             p.pidfd_registered = true;
             return Ok(());
         }
@@ -87,7 +90,7 @@ impl Process {
                 let raw = fd.as_raw_fd();
                 let cb = slf.getattr(intern!(py, "_on_exit"))?.unbind();
                 let mut p = slf.borrow_mut();
-                looputil::add_reader(py, &p.loop_, raw, cb)?;
+                p.reactor = Some(Reactor::watch(py, &p.loop_, raw, cb)?);
                 p.pidfd = Some(fd);
                 p.pidfd_registered = true;
             }
@@ -240,7 +243,8 @@ impl Process {
         let Some((loop_fd, us)) = looputil::idle_window(py, &loop_)? else {
             return Ok(None);
         };
-        // The pidfd is also in the loop's epoll set, so both turn readable at exit: it comes
+        // The pidfd is also in the loop's epoll set (through the reactor's instance), so both
+        // turn readable at exit: it comes
         // first. Should another thread close it meanwhile (nothing here does), the poll sees a
         // stranger's fd at worst, and reap_now finds the child still running.
         if py.detach(|| sys::poll_any_us(&[pidfd, loop_fd], us)) != Some(0) {
@@ -250,12 +254,9 @@ impl Process {
     }
 
     fn stop_watch(&mut self, py: Python<'_>) -> PyResult<()> {
-        if std::mem::take(&mut self.pidfd_registered) {
-            if let Some(fd) = &self.pidfd {
-                if !looputil::is_closed(py, &self.loop_) {
-                    looputil::remove_reader(py, &self.loop_, fd.as_raw_fd())?;
-                }
-            }
+        self.pidfd_registered = false;
+        if let (Some(r), Some(fd)) = (self.reactor.take(), &self.pidfd) {
+            r.borrow_mut(py).unwatch(fd.as_raw_fd());
         }
         self.pidfd = None;
         Ok(())
@@ -298,6 +299,7 @@ impl Process {
             popen,
             pidfd,
             pidfd_registered: false,
+            reactor: None,
             returncode: None,
             usage: None,
             exit_waiters: Vec::new(),
@@ -444,6 +446,9 @@ impl Process {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
+        if let Some(r) = &self.reactor {
+            visit.call(r)?;
+        }
         for o in self.exit_waiters.iter().chain(&self.popen) {
             visit.call(o)?;
         }

@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::bridge::{looputil, waiter, Coro, Op, Poll};
+use crate::bridge::{looputil, waiter, Coro, Op, Poll, Reactor};
 use crate::errors;
 use crate::sys;
 use child::{ChildSpec, Stage};
@@ -172,6 +172,7 @@ impl SpawnJob {
             loop_: r#loop,
             fut: None,
             pidfd_watched: None,
+            reactor: None,
         })
     }
 
@@ -262,20 +263,24 @@ struct ExecWaitOp {
     /// The pidfd, also watched while the child holds slots: killed before it unshared, it
     /// sends no marker, and the error pipe cannot reach EOF until its slots are back.
     pidfd_watched: Option<i32>,
+    /// Where the error pipe (and `pidfd_watched`) are watched while the op waits.
+    reactor: Option<Py<Reactor>>,
 }
 
 impl ExecWaitOp {
     fn unregister(&mut self, py: Python<'_>) {
         let pidfd = self.pidfd_watched.take();
+        let reactor = self.reactor.take();
         if self.fut.take().is_some() {
             if let Ok(mut j) = self.job.try_borrow_mut(py) {
                 j.registered = None;
-                if !looputil::is_closed(py, &self.loop_) {
+                if let Some(r) = reactor {
+                    let mut r = r.borrow_mut(py);
                     if let Some(fd) = &j.errpipe {
-                        let _ = looputil::remove_reader(py, &self.loop_, fd.as_raw_fd());
+                        r.unwatch(fd.as_raw_fd());
                     }
                     if let Some(fd) = pidfd {
-                        let _ = looputil::remove_reader(py, &self.loop_, fd);
+                        r.unwatch(fd);
                     }
                 }
             }
@@ -306,12 +311,16 @@ impl Op for ExecWaitOp {
                 j.registered = Some(fut.clone_ref(py));
                 drop(j);
                 let cb = self.job.getattr(py, intern!(py, "_on_errpipe"))?;
-                looputil::add_reader(py, &self.loop_, fd, cb.clone_ref(py))?;
-                if let Some(p) = pidfd {
-                    looputil::add_reader(py, &self.loop_, p, cb)?;
-                    self.pidfd_watched = Some(p);
-                }
                 self.fut = Some(fut.clone_ref(py));
+                let r = Reactor::watch(py, &self.loop_, fd, cb.clone_ref(py))?;
+                if let Some(p) = pidfd {
+                    let watched = Reactor::watch(py, &self.loop_, p, cb);
+                    self.reactor = Some(r);
+                    watched?;
+                    self.pidfd_watched = Some(p);
+                } else {
+                    self.reactor = Some(r);
+                }
                 Ok(Poll::Wait(fut))
             }
         }
@@ -327,6 +336,9 @@ impl Op for ExecWaitOp {
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.job)?;
+        if let Some(r) = &self.reactor {
+            visit.call(r)?;
+        }
         visit.call(&self.loop_)
     }
 }

@@ -245,3 +245,57 @@ pub fn close_raw(fd: RawFd) {
     // SAFETY: the caller owns `fd` (checked with `identity`) and never uses it again.
     unsafe { libc::close(fd) };
 }
+
+/// A new epoll instance of our own, close-on-exec.
+pub fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes only flags; a returned fd is new and owned by us.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created this descriptor for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds `fd` to `ep`, level-triggered for readability, tagged with `token`.
+pub fn epoll_add_in(ep: &OwnedFd, fd: RawFd, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token,
+    };
+    // SAFETY: `ev` is a valid epoll_event on our stack for the duration of the call.
+    if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes `fd` from `ep`.
+pub fn epoll_del(ep: &OwnedFd, fd: RawFd) -> io::Result<()> {
+    // Non-null for kernels before 2.6.9, which required it.
+    let mut ev = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: as in `epoll_add_in`; the kernel ignores `ev` for EPOLL_CTL_DEL.
+    if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Appends the tokens of the fds in `ep` that are ready now (no waiting) to `out`.
+pub fn epoll_ready(ep: &OwnedFd, out: &mut Vec<u64>) -> io::Result<()> {
+    const BATCH: usize = 64;
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
+    loop {
+        // SAFETY: `evs` has room for BATCH events and outlives the call; timeout 0: no wait.
+        let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), evs.as_mut_ptr(), BATCH as i32, 0) };
+        if n >= 0 {
+            // By value: epoll_event is packed on x86_64.
+            out.extend(evs[..n as usize].iter().map(|e| e.u64));
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
