@@ -33,8 +33,7 @@ pub struct Process {
     pub(crate) loop_: Py<PyAny>,
     popen: Option<Py<PyAny>>,
     pidfd: Option<OwnedFd>,
-    pidfd_registered: bool,
-    /// Where the pidfd is watched while `pidfd_registered`.
+    /// Where the pidfd is watched, while it is.
     reactor: Option<Py<Reactor>>,
     pub(crate) returncode: Option<i32>,
     usage: Option<Usage>,
@@ -77,7 +76,6 @@ impl Process {
             let mut p = slf.borrow_mut();
             let raw = p.pidfd.as_ref().expect("has_pidfd").as_raw_fd();
             p.reactor = Some(Reactor::watch(py, &p.loop_, raw, cb)?);
-            p.pidfd_registered = true;
             return Ok(());
         }
         let res = if disabled {
@@ -92,7 +90,6 @@ impl Process {
                 let mut p = slf.borrow_mut();
                 p.reactor = Some(Reactor::watch(py, &p.loop_, raw, cb)?);
                 p.pidfd = Some(fd);
-                p.pidfd_registered = true;
             }
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Process::report_lost(slf)?,
             Err(_) if has_pidfd => Process::watch_with_thread(slf)?,
@@ -214,7 +211,7 @@ impl Process {
         if !p.reap_now(py) {
             return Ok(None);
         }
-        p.stop_watch(py)?;
+        p.stop_watch(py);
         let rc = p.returncode.expect("reaped");
         let waiters = std::mem::take(&mut p.exit_waiters);
         drop(p);
@@ -232,7 +229,7 @@ impl Process {
         let py = slf.py();
         let (pidfd, loop_) = {
             let p = slf.borrow();
-            if p.returncode.is_some() || !p.pidfd_registered {
+            if p.returncode.is_some() || p.reactor.is_none() {
                 return Ok(p.returncode);
             }
             let Some(fd) = p.pidfd.as_ref() else {
@@ -253,13 +250,11 @@ impl Process {
         Process::finish_exit(slf, false)
     }
 
-    fn stop_watch(&mut self, py: Python<'_>) -> PyResult<()> {
-        self.pidfd_registered = false;
+    fn stop_watch(&mut self, py: Python<'_>) {
         if let (Some(r), Some(fd)) = (self.reactor.take(), &self.pidfd) {
             r.borrow_mut(py).unwatch(fd.as_raw_fd());
         }
         self.pidfd = None;
-        Ok(())
     }
 }
 
@@ -298,7 +293,6 @@ impl Process {
             loop_: r#loop,
             popen,
             pidfd,
-            pidfd_registered: false,
             reactor: None,
             returncode: None,
             usage: None,
