@@ -295,6 +295,37 @@ def thread_names() -> list[str]:
     return names
 
 
+def in_forked_child(fn: Callable[[], None]) -> None:
+    """Runs ``fn`` in a child made by ``os.fork()`` (which never returns into pytest) and
+    fails with the child's traceback unless ``fn`` returned."""
+    import traceback
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(rfd)
+            fn()
+            status = 0
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                os.write(wfd, traceback.format_exc().encode())
+        finally:
+            os._exit(status)
+    os.close(wfd)
+    chunks = []
+    while True:
+        chunk = os.read(rfd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(rfd)
+    _, status = os.waitpid(pid, 0)
+    report = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, report
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while True:

@@ -37,6 +37,7 @@ from tests.helpers import (
     children,
     finish,
     format_contexts,
+    in_forked_child,
     open_fds,
     proc_stat,
     run_on_new_loop,
@@ -1811,34 +1812,15 @@ def test_in_forked_child(impl, loop_kind, run, no_threads):
     assert run(lambda: _small_workload(impl)) == (200_000, 0, 5)
     if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1:
         pytest.fail(f"threads outlived their work: {threading.enumerate()}")
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        status = 1
-        try:
-            os.close(rfd)
-            contexts: list[dict[str, Any]] = []
-            value = run_on_new_loop(loop_kind, lambda: _small_workload(impl), 30, contexts)
-            if value != (200_000, 0, 5):
-                raise AssertionError(f"unexpected result in the child: {value!r}")
-            if contexts:
-                raise AssertionError(format_contexts(contexts))
-            status = 0
-        except BaseException:
-            with contextlib.suppress(BaseException):
-                os.write(wfd, traceback.format_exc().encode())
-        finally:
-            os._exit(status)
-    os.close(wfd)
-    chunks = []
-    while True:
-        chunk = os.read(rfd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(rfd)
-    _, status = os.waitpid(pid, 0)
-    report = b"".join(chunks).decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 0, report
+
+    def in_child() -> None:
+        contexts: list[dict[str, Any]] = []
+        value = run_on_new_loop(loop_kind, lambda: _small_workload(impl), 30, contexts)
+        if value != (200_000, 0, 5):
+            raise AssertionError(f"unexpected result in the child: {value!r}")
+        if contexts:
+            raise AssertionError(format_contexts(contexts))
+
+    in_forked_child(in_child)
     # And the parent still works after the fork.
     assert run(lambda: _small_workload(impl)) == (200_000, 0, 5)

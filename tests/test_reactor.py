@@ -17,12 +17,13 @@ import io
 import os
 import subprocess
 import sys
-import traceback
 import warnings
 
 import pytest
 import rsubprocess
 from rsubprocess import subprocess as rs_subprocess
+
+from tests.helpers import in_forked_child
 
 
 def _epoll_fds() -> set[int]:
@@ -131,32 +132,20 @@ def test_forked_child_leaves_the_parents_watches_alone(fresh_loop, no_threads):
     loop of its own."""
     loop = fresh_loop
     proc = loop.run_until_complete(rsubprocess.create_subprocess_exec("cat", stdin=subprocess.PIPE))
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        status = 1
-        try:
-            os.close(rfd)
-            with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-                warnings.simplefilter("ignore")
-                proc._on_exit()  # type: ignore[attr-defined]
 
-            async def in_child() -> None:
-                for _ in range(3):
-                    p = await rsubprocess.create_subprocess_exec("/bin/true")
-                    assert await p.wait() == 0
+    def in_child() -> None:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            proc._on_exit()  # type: ignore[attr-defined]
 
-            asyncio.run(in_child())
-            status = 0
-        except BaseException:
-            os.write(wfd, traceback.format_exc().encode())
-        finally:
-            os._exit(status)
-    os.close(wfd)
-    with os.fdopen(rfd, "rb") as r:
-        report = r.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, report
+        async def spawn_here() -> None:
+            for _ in range(3):
+                p = await rsubprocess.create_subprocess_exec("/bin/true")
+                assert await p.wait() == 0
+
+        asyncio.run(spawn_here())
+
+    in_forked_child(in_child)
 
     async def finish() -> int:
         assert proc.stdin is not None
