@@ -113,18 +113,21 @@ impl Reactor {
         cb: Py<PyAny>,
     ) -> PyResult<Py<Reactor>> {
         let r = Reactor::of(py, loop_)?;
-        {
-            let mut b = r.borrow_mut(py);
-            if let Some(entry) = b.subs.get_mut(&fd) {
-                entry.1 = cb;
-            } else {
-                b.generation = b.generation.wrapping_add(1);
-                let token = (u64::from(b.generation) << 32) | u64::from(fd as u32);
-                sys::epoll_add_in(&b.ep, fd, token).map_err(|e| errors::os_error(&e))?;
-                b.subs.insert(fd, (token, cb));
-            }
-        }
+        r.borrow_mut(py).add(fd, cb)?;
         Ok(r)
+    }
+
+    /// As `watch`, on a reactor the caller already holds (no second lookup).
+    pub fn add(&mut self, fd: i32, cb: Py<PyAny>) -> PyResult<()> {
+        if let Some(entry) = self.subs.get_mut(&fd) {
+            entry.1 = cb;
+            return Ok(());
+        }
+        self.generation = self.generation.wrapping_add(1);
+        let token = (u64::from(self.generation) << 32) | u64::from(fd as u32);
+        sys::epoll_add_in(&self.ep, fd, token).map_err(|e| errors::os_error(&e))?;
+        self.subs.insert(fd, (token, cb));
+        Ok(())
     }
 
     /// Stops watching `fd` (before it is closed). A no-op for an fd not watched.

@@ -313,13 +313,10 @@ impl Op for ExecWaitOp {
                 let cb = self.job.getattr(py, intern!(py, "_on_errpipe"))?;
                 self.fut = Some(fut.clone_ref(py));
                 let r = Reactor::watch(py, &self.loop_, fd, cb.clone_ref(py))?;
+                let r = self.reactor.insert(r);
                 if let Some(p) = pidfd {
-                    let watched = Reactor::watch(py, &self.loop_, p, cb);
-                    self.reactor = Some(r);
-                    watched?;
+                    r.borrow_mut(py).add(p, cb)?;
                     self.pidfd_watched = Some(p);
-                } else {
-                    self.reactor = Some(r);
                 }
                 Ok(Poll::Wait(fut))
             }
