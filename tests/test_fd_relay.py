@@ -352,6 +352,52 @@ def test_slots_reserved_only_where_they_pay(extra_fds, nofile, reserved):
     assert int(res.stdout) == (17 if reserved else 0)
 
 
+def test_pidfds_of_many_live_children_stay_out_of_the_first_table():
+    """40 children alive at once: their pidfds (and error pipes) are kept above the kernel's
+    first 64-entry table, which every relayed child copies and closes again (35 us a child
+    at 1600 at once when it was full of them). A child spawned meanwhile still gets its
+    stdio and nothing else. Fresh interpreter: the slots and the move are per process."""
+    code = textwrap.dedent(
+        """
+        import asyncio, os, sys
+        import rsubprocess
+        from rsubprocess import _core
+
+        def ours_low():
+            low = []
+            for fd in range(16, 64):
+                try:
+                    what = os.readlink(f"/proc/self/fd/{fd}")
+                except FileNotFoundError:
+                    continue
+                if what == "anon_inode:[pidfd]":
+                    low.append(fd)
+            return low
+
+        async def main():
+            procs = [await rsubprocess.create_subprocess_exec("sleep", "60") for _ in range(40)]
+            try:
+                print(len(ours_low()), len(_core._fd_relay_slots()))
+                child = await rsubprocess.create_subprocess_exec(
+                    sys.executable, "-c",
+                    "import os; print(sorted(int(f) for f in os.listdir('/proc/self/fd'))[:4])",
+                    stdout=rsubprocess.PIPE,
+                )
+                print((await child.communicate())[0].decode().strip())
+            finally:
+                for p in procs:
+                    p.kill()
+                    await p.wait()
+
+        asyncio.run(main())
+        """
+    )
+    res = run_fresh(code, env=_env_without_slots_setting())
+    assert res.returncode == 0, res.stderr
+    # listdir's own fd is the child's fourth.
+    assert res.stdout.split("\n")[:2] == ["0 17", "[0, 1, 2, 3]"], res.stdout
+
+
 def test_slots_turned_off_by_environment():
     code = "from rsubprocess import _core; print(_core._set_fd_relay(False))"
     res = run_fresh(code, env={**os.environ, "RSUBPROCESS_SPAWN_SLOTS": "0"})

@@ -375,6 +375,7 @@ pub fn spawn(
         .map(|c| CString::new(c.as_bytes()).map_err(|_| errors::value_error("embedded null byte")))
         .transpose()?;
     let (err_r, err_w) = sys::pipe_cloexec().map_err(|e| errors::os_error(&e))?;
+    let err_r = relay::hoist(err_r);
     keep_fds.push(err_w.as_raw_fd());
     keep_fds.sort_unstable();
     keep_fds.dedup();
@@ -422,6 +423,7 @@ pub fn spawn(
     drop(err_w);
     // On failure no child uses the slots: the lease's drop puts them back.
     let (pid, pidfd) = res.map_err(|e| errors::os_error(&e))?;
+    let pidfd = relay::hoist(pidfd);
     sys::set_nonblocking(&err_r).map_err(|e| errors::os_error(&e))?;
     Ok(SpawnJob {
         pid,

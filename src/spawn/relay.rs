@@ -34,6 +34,14 @@
 //! every inheritable fd), when fewer are free than the child needs, for good once someone
 //! else closed or replaced one of our slot fds, and with `RSUBPROCESS_SPAWN_SLOTS=0`.
 //!
+//! The parent's own fds for a child (the error pipe's read end, the pidfd) would fill those
+//! first 64 entries themselves: the kernel copies at least that table whatever `lo` is
+//! (`sane_fdtable_size`), and the child closes every copied fd it does not need again. With
+//! 1600 children at once the first 64 were all pidfds and error pipes, and closing them was
+//! 35 us of each child's CPU (`perf record -a`: `filp_close` under `close_range`, 38 % of a
+//! child's time before exec). So once the table is busy (one of them lands at `HOIST_FROM` or
+//! above), `hoist` moves them above the first table and every later spawn takes the slots.
+//!
 //! `os.fork()` while a slot holds a child's pipe end would give the forked process a copy
 //! that nothing there ever closes (a multiprocessing worker would keep a pipe from reaching
 //! EOF for as long as it lives). A forked process never uses the pool it inherited (it copies
@@ -41,7 +49,8 @@
 //! without the pool's lock (another thread may hold it, and does not exist there): the fds
 //! and which slots are filled are also kept in atomics.
 
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use crate::sys;
@@ -54,6 +63,10 @@ const SLOTS: usize = 16;
 /// cheap to copy: the slots would buy nothing, and a process that never has a larger table
 /// never reserves them. A large table whose new pipes land in a hole below this copies too.
 const SMALL_TABLE: i32 = 64;
+
+/// Our fds for a child landing at or above this (and below `SMALL_TABLE`) are moved up: the
+/// first table is filling, with fds every relayed child would copy and close again.
+const HOIST_FROM: i32 = 16;
 
 /// The slots are not reserved under a soft RLIMIT_NOFILE this low: 17 fds would be a share
 /// of it that the program may need.
@@ -78,6 +91,8 @@ static MASTER_FD: AtomicI32 = AtomicI32::new(-1);
 static MASTER_ID: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static SLOT_FDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
 static HELD: AtomicU32 = AtomicU32::new(0);
+/// Set once `hoist` has moved an fd: the first table no longer tells whether the table is big.
+static HOISTED: AtomicBool = AtomicBool::new(false);
 
 /// Whether this process reserved the pool (not a forked copy of one that did).
 fn pool_is_ours() -> bool {
@@ -402,6 +417,22 @@ impl Drop for Lease {
     }
 }
 
+/// `fd` (ours, kept for a child: never one the child needs) moved above the first table if it
+/// landed in its upper part, else as it is (also when no number up there is free).
+pub fn hoist(fd: OwnedFd) -> OwnedFd {
+    let raw = fd.as_raw_fd();
+    if !(HOIST_FROM..SMALL_TABLE).contains(&raw) || !sys::NATIVE_SPAWN || !enabled() {
+        return fd;
+    }
+    match sys::dup_owned_at_least(&fd, SMALL_TABLE) {
+        Ok(up) => {
+            HOISTED.store(true, Ordering::Relaxed);
+            up
+        }
+        Err(_) => fd,
+    }
+}
+
 /// Fills slots for a child that will close every fd but `stdio`, `errpipe` and `keep`, or
 /// None (spawn with the plain copy).
 pub fn lease(stdio: [i32; 3], errpipe: i32, keep: &[i32]) -> Option<(Lease, Relay)> {
@@ -409,7 +440,7 @@ pub fn lease(stdio: [i32; 3], errpipe: i32, keep: &[i32]) -> Option<(Lease, Rela
         return None;
     }
     let needed = stdio.iter().chain(keep).chain(std::iter::once(&errpipe));
-    if needed.copied().max().unwrap_or(-1) < SMALL_TABLE {
+    if needed.copied().max().unwrap_or(-1) < SMALL_TABLE && !HOISTED.load(Ordering::Relaxed) {
         return None;
     }
     init();

@@ -208,6 +208,13 @@ pub fn dup_at_least(fd: RawFd, min: RawFd) -> io::Result<RawFd> {
     Ok(new)
 }
 
+/// `dup_at_least`, owned: the caller closes the original.
+pub fn dup_owned_at_least(fd: &OwnedFd, min: RawFd) -> io::Result<OwnedFd> {
+    let new = dup_at_least(fd.as_raw_fd(), min)?;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) just created this descriptor for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
 /// `dup3(from, to, O_CLOEXEC)`: `to` now refers to `from`'s open file, atomically.
 pub fn dup_onto(from: RawFd, to: RawFd) -> io::Result<()> {
     // SAFETY: dup3 with integer arguments; the caller owns `to` (checked with `identity`).

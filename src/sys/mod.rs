@@ -8,8 +8,8 @@
 //! `sys::raw::dup2`, `sys::ChildStack`, ...):
 //! - `fd`: descriptors: `own_fd`, non-blocking mode, EINTR-retried `read`/`write`,
 //!   `poll_in`, `poll_any_us`, `dup_cloexec`, `pipe_cloexec`, `grow_pipe`, and the spawn slots'
-//!   `unique_placeholder`, `dup_at_least`, `dup_onto`, `identity`, `close_raw`, and an epoll
-//!   instance of our own (`epoll_create`, `epoll_add_in`, `epoll_del`, `epoll_ready`)
+//!   `unique_placeholder`, `dup_at_least`, `dup_owned_at_least`, `dup_onto`, `identity`,
+//!   `close_raw`, and an epoll instance of our own (`epoll_create`, `epoll_add_in`, `epoll_del`, `epoll_ready`)
 //! - `proc`: processes: pidfds, `kill`, reaping (`reap_nohang`, `reap_blocking`,
 //!   `wait_exit_noreap`) and the `Usage` it reports, `returncode_from_siginfo`, `strerror`
 //! - `child`: spawning: `clone_vm` on a pooled `ChildStack`, signal masks,
@@ -30,9 +30,10 @@ pub use child::{
     restore_signals, CStrArray, ChildStack, NATIVE_SPAWN,
 };
 pub use fd::{
-    at_fork_child, close_raw, dup_at_least, dup_cloexec, dup_onto, epoll_add_in, epoll_create,
-    epoll_del, epoll_ready, grow_pipe, identity, own_fd, pipe_cloexec, poll_any_us, poll_in,
-    poll_in_timeout, read, read_into_spare, set_nonblocking, unique_placeholder, write,
+    at_fork_child, close_raw, dup_at_least, dup_cloexec, dup_onto, dup_owned_at_least,
+    epoll_add_in, epoll_create, epoll_del, epoll_ready, grow_pipe, identity, own_fd, pipe_cloexec,
+    poll_any_us, poll_in, poll_in_timeout, read, read_into_spare, set_nonblocking,
+    unique_placeholder, write,
 };
 pub use proc::{
     kill, pidfd_open, pidfd_send_signal, reap_blocking, reap_nohang, returncode_from_siginfo,
