@@ -42,6 +42,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m
     )?)?;
     m.add_function(wrap_pyfunction!(spawn::_fd_relay_slots, m)?)?;
+    m.add_function(wrap_pyfunction!(spawn::_child_stacks_busy, m)?)?;
     // asyncio.create_task()/ensure_future() accept registered Coroutine types.
     py.import("collections.abc")?
         .getattr("Coroutine")?

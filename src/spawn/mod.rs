@@ -396,7 +396,7 @@ pub fn spawn(
     spec.pdeathsig = pdeathsig;
     spec.rlimits = rlimits;
     spec.exec_gate = EXEC_GATE.load(std::sync::atomic::Ordering::Relaxed);
-    let stack = sys::ChildStack::new(CHILD_STACK).map_err(|e| errors::os_error(&e))?;
+    let mut stack = sys::ChildStack::new(CHILD_STACK).map_err(|e| errors::os_error(&e))?;
     // Slots filled here are the child's until it has a table of its own; the SpawnJob keeps
     // the lease until then (see `settle_lease`).
     let lease = if close_fds {
@@ -413,7 +413,7 @@ pub fn spawn(
     spec.old_mask = old;
     let res = py.detach(|| {
         sys::clone_vm(
-            &stack,
+            &mut stack,
             sys::child_trampoline,
             &*spec as *const ChildSpec as *const libc::c_void,
             share_files,
@@ -455,6 +455,12 @@ pub fn _set_exec_gate(fd: i32) -> i32 {
 #[pyfunction]
 pub fn _set_fd_relay(on: bool) -> bool {
     relay::set_enabled(on)
+}
+
+/// Tests only: how many pooled child stacks a child may still be using.
+#[pyfunction]
+pub fn _child_stacks_busy() -> usize {
+    sys::child_stacks_busy()
 }
 
 /// The fds reserved as slots (empty when there are none), for tests.

@@ -26,8 +26,8 @@ mod pyapi;
 
 pub use bytes::{bytes_filled, BytesBuilder};
 pub use child::{
-    block_all_signals, child_trampoline, clone_vm, empty_sigset, environ_snapshot, max_fd, raw,
-    restore_signals, CStrArray, ChildStack, NATIVE_SPAWN,
+    block_all_signals, child_stacks_busy, child_trampoline, clone_vm, empty_sigset,
+    environ_snapshot, max_fd, raw, restore_signals, CStrArray, ChildStack, NATIVE_SPAWN,
 };
 pub use fd::{
     at_fork_child, close_raw, dup_at_least, dup_cloexec, dup_onto, dup_owned_at_least,
