@@ -179,7 +179,7 @@ def test_spawn_errors_are_popens(impl, run, loop_kind, table, relay, kwds, err, 
 
 
 def test_more_concurrent_piped_spawns_than_slots(impl, run, table, relay):
-    """60 piped children at once take 240 slot uses against 16 slots: some copy, all work."""
+    """60 piped children at once take 240 slot uses against 32 slots: some copy, all work."""
 
     async def one(i: int) -> bytes:
         proc = await impl.create_subprocess_exec(
@@ -349,7 +349,7 @@ def test_slots_reserved_only_where_they_pay(extra_fds, nofile, reserved):
     ).replace("SPAWN_ECHO_3", SPAWN_ECHO_3)
     res = run_fresh(code, env=_env_without_slots_setting())
     assert res.returncode == 0, res.stderr
-    assert int(res.stdout) == (17 if reserved else 0)
+    assert int(res.stdout) == (33 if reserved else 0)
 
 
 def test_pidfds_of_many_live_children_stay_out_of_the_first_table():
@@ -395,7 +395,7 @@ def test_pidfds_of_many_live_children_stay_out_of_the_first_table():
     res = run_fresh(code, env=_env_without_slots_setting())
     assert res.returncode == 0, res.stderr
     # listdir's own fd is the child's fourth.
-    assert res.stdout.split("\n")[:2] == ["0 17", "[0, 1, 2, 3]"], res.stdout
+    assert res.stdout.split("\n")[:2] == ["0 33", "[0, 1, 2, 3]"], res.stdout
 
 
 def test_slots_turned_off_by_environment():
