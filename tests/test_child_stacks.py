@@ -26,7 +26,9 @@ pytestmark = pytest.mark.skipif(
 
 async def _held(n: int) -> list[asyncio.Task[rsubprocess.Process]]:
     """``n`` spawns of /bin/true whose children wait at the gate, before their exec."""
-    tasks = [asyncio.ensure_future(rsubprocess.create_subprocess_exec("/bin/true")) for _ in range(n)]
+    tasks = [
+        asyncio.ensure_future(rsubprocess.create_subprocess_exec("/bin/true")) for _ in range(n)
+    ]
     for _ in range(100):
         await asyncio.sleep(0.01)
         if _core._child_stacks_busy() >= n:
