@@ -63,6 +63,41 @@ def test_one_instance_for_many_watched_children(fresh_loop):
     assert len(during - before) == 1, (before, during)
 
 
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "no-pidfd"])
+def test_instance_exists_from_the_first_spawn_on(fresh_loop, monkeypatch, pidfd):
+    """The first spawn on a loop makes its instance, also when the exec is waited for in
+    place (an idle loop) and the exit by a thread (no pidfd): an fd baseline taken after a
+    warm-up spawn must hold, not grow at whichever spawn first found the loop busy."""
+    if not pidfd:
+        monkeypatch.setenv("RSUBPROCESS_NO_PIDFD", "1")
+    # The idle loop's in-place exec wait, however long the exec takes.
+    monkeypatch.setattr(rs_subprocess, "_IDLE_WAIT_MAX", 3600.0)
+    before = _epoll_fds()
+
+    async def spawn_and_wait() -> set[int]:
+        proc = await rsubprocess.create_subprocess_exec("/bin/true")
+        assert await proc.wait() == 0
+        return _epoll_fds()
+
+    first = fresh_loop.run_until_complete(spawn_and_wait())
+    assert len(first - before) == 1, (before, first)
+
+    async def busy_spawn() -> set[int]:
+        async def spin() -> None:
+            while True:
+                await asyncio.sleep(0)
+
+        spinner = asyncio.ensure_future(spin())
+        try:
+            return await spawn_and_wait()
+        finally:
+            spinner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await spinner
+
+    assert fresh_loop.run_until_complete(busy_spawn()) == first
+
+
 def test_instance_is_closed_with_the_loop():
     before = _epoll_fds()
 

@@ -59,7 +59,7 @@ impl Reactor {
 
     /// The reactor of `loop_`, made (and registered with the loop) on first use. Raises what
     /// `loop.add_reader` raises on a closed loop.
-    fn of(py: Python<'_>, loop_: &Py<PyAny>) -> PyResult<Py<Reactor>> {
+    pub fn of(py: Python<'_>, loop_: &Py<PyAny>) -> PyResult<Py<Reactor>> {
         let key = loop_.as_ptr() as usize;
         let found = {
             let map = REACTORS.lock().unwrap_or_else(|e| e.into_inner());

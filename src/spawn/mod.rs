@@ -166,14 +166,19 @@ impl SpawnJob {
     /// Await the child's exec. Raises the `OSError` Popen would raise if it failed.
     ///
     /// Cancel safety: cancelling stops waiting only; the caller kills and reaps the child.
-    fn wait_exec(slf: &Bound<'_, Self>, r#loop: Py<PyAny>) -> Coro {
-        Coro::new(ExecWaitOp {
+    fn wait_exec(slf: &Bound<'_, Self>, r#loop: Py<PyAny>) -> PyResult<Coro> {
+        // Taken whether or not the wait goes through the loop (an idle loop's exec is waited
+        // for in place): the loop's epoll instance then exists from its first spawn on, not
+        // from whichever spawn first found the loop busy -- an fd baseline taken after a
+        // first spawn holds, also where the exit watch is a thread (no pidfd).
+        let reactor = Reactor::of(slf.py(), &r#loop)?;
+        Ok(Coro::new(ExecWaitOp {
             job: slf.clone().unbind(),
             loop_: r#loop,
             fut: None,
             pidfd_watched: None,
-            reactor: None,
-        })
+            reactor,
+        }))
     }
 
     /// Waits, with the GIL released, up to `timeout_us` for the exec (or its failure), and less
@@ -264,24 +269,21 @@ struct ExecWaitOp {
     /// sends no marker, and the error pipe cannot reach EOF until its slots are back.
     pidfd_watched: Option<i32>,
     /// Where the error pipe (and `pidfd_watched`) are watched while the op waits.
-    reactor: Option<Py<Reactor>>,
+    reactor: Py<Reactor>,
 }
 
 impl ExecWaitOp {
     fn unregister(&mut self, py: Python<'_>) {
         let pidfd = self.pidfd_watched.take();
-        let reactor = self.reactor.take();
         if self.fut.take().is_some() {
             if let Ok(mut j) = self.job.try_borrow_mut(py) {
                 j.registered = None;
-                if let Some(r) = reactor {
-                    let mut r = r.borrow_mut(py);
-                    if let Some(fd) = &j.errpipe {
-                        r.unwatch(fd.as_raw_fd());
-                    }
-                    if let Some(fd) = pidfd {
-                        r.unwatch(fd);
-                    }
+                let mut r = self.reactor.borrow_mut(py);
+                if let Some(fd) = &j.errpipe {
+                    r.unwatch(fd.as_raw_fd());
+                }
+                if let Some(fd) = pidfd {
+                    r.unwatch(fd);
                 }
             }
         }
@@ -312,10 +314,10 @@ impl Op for ExecWaitOp {
                 drop(j);
                 let cb = self.job.getattr(py, intern!(py, "_on_errpipe"))?;
                 self.fut = Some(fut.clone_ref(py));
-                let r = Reactor::watch(py, &self.loop_, fd, cb.clone_ref(py))?;
-                let r = self.reactor.insert(r);
+                let mut r = self.reactor.borrow_mut(py);
+                r.add(fd, cb.clone_ref(py))?;
                 if let Some(p) = pidfd {
-                    r.borrow_mut(py).add(p, cb)?;
+                    r.add(p, cb)?;
                     self.pidfd_watched = Some(p);
                 }
                 Ok(Poll::Wait(fut))
@@ -333,9 +335,7 @@ impl Op for ExecWaitOp {
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.job)?;
-        if let Some(r) = &self.reactor {
-            visit.call(r)?;
-        }
+        visit.call(&self.reactor)?;
         visit.call(&self.loop_)
     }
 }
